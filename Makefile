@@ -1,0 +1,50 @@
+# spikeforge — `make help` lists the targets.
+SHELL := /bin/bash
+VENV ?= .venv
+PYTHON ?= python3
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+ARGS ?=
+# Test runner options (e.g. make test PYTEST_ARGS="-k sltt -x")
+PYTEST_ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help install train eval test test-slow test-all lint format clean-outputs
+
+help:  ## list the targets
+	@grep -hE '^[a-zA-Z0-9_.%-]+:.*?## ' $(MAKEFILE_LIST) | \
+	  awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-24s\033[0m %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml requirements.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements.txt
+	$(PY) -m pip install -q --no-deps -e .
+	touch $(STAMP)
+
+install: $(STAMP)  ## create .venv and install the pinned dependencies (idempotent)
+
+train: install  ## train the default (BPTT, convnet, embedded digits); extra overrides via ARGS="..."
+	$(PY) src/train.py $(ARGS)
+
+eval: install  ## evaluate a checkpoint: make eval ARGS="ckpt_path=outputs/.../last.ckpt"
+	$(PY) src/eval.py $(ARGS)
+
+test: install  ## fast test suite (no GPU, no datasets)
+	$(PY) -m pytest -m "not slow" -q $(PYTEST_ARGS)
+
+test-slow: install  ## long checks: accuracy targets, kill-and-resume, sweeps
+	$(PY) -m pytest -m slow -q $(PYTEST_ARGS)
+
+test-all: install  ## fast and slow tests
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+lint: install  ## ruff
+	$(VENV)/bin/ruff check src tests scripts
+
+format: install  ## ruff format + autofix
+	$(VENV)/bin/ruff check --fix src tests scripts
+	$(VENV)/bin/ruff format src tests scripts
+
+clean-outputs:  ## delete outputs/ run directories
+	rm -rf outputs/* && touch outputs/.gitkeep
