@@ -101,8 +101,11 @@ class SpikingClassifier(L.LightningModule):
     # ---- forward ----------------------------------------------------------------------------
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """Time-major input: static ``[N, C, H, W]`` → repeated ``[T, N, C, H, W]`` (direct
-        encoding); event frames ``[N, T, C, H, W]`` → ``[T, N, C, H, W]``."""
+        encoding); event frames ``[N, T, C, H, W]`` → ``[T, N, C, H, W]``. Models with
+        ``static_input = True`` take the static ``[N, C, H, W]`` image and repeat it themselves."""
         if x.dim() == 4:
+            if getattr(self.net, "static_input", False):
+                return x  # the model repeats over T itself (e.g. stem computed once, STDS)
             return x.unsqueeze(0).expand(self.T, *x.shape)
         if x.dim() == 5:
             return x.transpose(0, 1)
