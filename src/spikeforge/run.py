@@ -226,8 +226,20 @@ def run_cli(fn: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
     (the full trace with ``HYDRA_FULL_ERROR=1``)."""
     try:
         return fn(cfg)
-    except SpikeforgeError as e:
-        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+    except Exception as e:
+        user_error = user_error_in(e)
+        if user_error is None or os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(e.exit_code)
+        print(f"error: {user_error}", file=sys.stderr)
+        sys.exit(user_error.exit_code)
+
+
+def user_error_in(e: BaseException | None) -> SpikeforgeError | None:
+    """The :class:`SpikeforgeError` behind ``e`` (Hydra's instantiate wraps errors in its own)."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        if isinstance(e, SpikeforgeError):
+            return e
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__
+    return None

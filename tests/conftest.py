@@ -1,0 +1,50 @@
+"""Shared test helpers: compose the project's Hydra configs into a temporary output directory."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import DictConfig, open_dict
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = ROOT / "conf"
+os.environ.setdefault("SPIKEFORGE_ROOT", str(ROOT))
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+def compose_cfg(overrides: list[str] | None = None, output_dir: Path | None = None,
+                config_name: str = "train") -> DictConfig:
+    """Compose ``conf/<config_name>.yaml`` with ``overrides``; ``paths.output_dir`` → ``output_dir``."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(config_name=config_name, overrides=overrides or [])
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(output_dir) if output_dir is not None else "/tmp/spikeforge-test"
+        cfg.paths.log_dir = str(output_dir.parent) if output_dir is not None else "/tmp"
+    return cfg
+
+
+# quiet, quick runs: no rich progress bar / model summary in test logs
+QUIET = ["~callbacks.progress_bar", "~callbacks.model_summary", "trainer.enable_progress_bar=false",
+         "trainer.enable_model_summary=false"]
+
+
+@pytest.fixture
+def make_cfg(tmp_path: Path) -> Iterator[Callable[..., DictConfig]]:
+    def _make(*overrides: str, quiet: bool = True, name: str = "run") -> DictConfig:
+        return compose_cfg([*(QUIET if quiet else []), *overrides], tmp_path / name)
+
+    yield _make
+    GlobalHydra.instance().clear()
+
+
+def config_options(group: str) -> list[str]:
+    """Every option of a config group (file names under conf/<group>/, nested folders included)."""
+    base = CONF / group
+    return sorted(str(p.relative_to(base).with_suffix("")) for p in base.rglob("*.yaml"))

@@ -1,0 +1,115 @@
+"""End-to-end runs on the embedded digits data: fit → test → results.json, checkpoints, eval, seeds."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import ROOT, compose_cfg
+
+from spikeforge.errors import CheckpointError
+from spikeforge.run import evaluate, train
+
+LIMIT = ["debug=limit", "trainer.limit_train_batches=3", "trainer.limit_val_batches=2", "trainer.limit_test_batches=2"]
+
+
+def test_fast_dev_run_train_and_test(make_cfg) -> None:
+    cfg = make_cfg("trainer.fast_dev_run=true")
+    results = train(cfg)
+    out = Path(cfg.paths.output_dir)
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["method"] == "bptt" and saved["model"] == "convnet" and saved["data"] == "digits"
+    assert 0.0 <= saved["test"]["test/acc1"] <= 1.0
+    assert saved["parameters"] == results["parameters"] > 0
+
+
+def test_short_run_writes_checkpoints_results_and_evaluates(make_cfg, tmp_path) -> None:
+    cfg = make_cfg(*LIMIT)
+    results = train(cfg)
+    out = Path(cfg.paths.output_dir)
+    ckpts = sorted(p.name for p in (out / "checkpoints").iterdir())
+    assert "last.ckpt" in ckpts and any(n.startswith("best-epoch") for n in ckpts)
+    assert (out / "csv" / "metrics.csv").is_file() and (out / "tensorboard").is_dir()
+    for key in ("val", "test", "epochs", "wall_time_s", "time_per_step_s", "peak_host_memory_bytes",
+                "mean_firing_rate", "firing_rate", "parameters", "seed", "git_commit", "best_val_acc1"):
+        assert key in results, key
+    assert results["epochs"] == 2 and results["seed"] == 42
+    assert 0 < results["mean_firing_rate"] < 1
+    assert any(k.startswith("features.") for k in results["firing_rate"])  # per-layer rates
+    # the checkpoint carries its run config; eval rebuilds everything from it
+    ckpt = torch.load(out / "checkpoints" / "last.ckpt", weights_only=False)
+    assert ckpt["spikeforge_config"]["method"]["name"] == "bptt"
+    eval_cfg = compose_cfg([f"ckpt_path={results['best_checkpoint']}", "trainer.limit_test_batches=2"],
+                           tmp_path / "eval", config_name="eval")
+    ev = evaluate(eval_cfg)
+    assert ev["test"]["test/acc1"] == pytest.approx(results["test"]["test/acc1"])
+    assert (tmp_path / "eval" / "eval_results.json").is_file()
+
+
+def test_eval_reports_missing_and_mismatched_checkpoints(make_cfg, tmp_path) -> None:
+    cfg = compose_cfg(["ckpt_path=/nonexistent/last.ckpt"], tmp_path / "e1", config_name="eval")
+    with pytest.raises(CheckpointError, match="does not exist"):
+        evaluate(cfg)
+    bogus = tmp_path / "bogus.ckpt"
+    bogus.write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="cannot read checkpoint"):
+        evaluate(compose_cfg([f"ckpt_path={bogus}"], tmp_path / "e2", config_name="eval"))
+    # a checkpoint whose weights do not fit the model in its config
+    run = make_cfg(*LIMIT, "trainer.max_epochs=1", "test=false")
+    results = train(run)
+    path = Path(results["output_dir"]) / "checkpoints" / "last.ckpt"
+    ckpt = torch.load(path, weights_only=False)
+    ckpt["spikeforge_config"]["model"]["channels"] = [8, 8, 8]
+    torch.save(ckpt, tmp_path / "mismatch.ckpt")
+    with pytest.raises(CheckpointError, match="does not match its model config"):
+        evaluate(compose_cfg([f"ckpt_path={tmp_path / 'mismatch.ckpt'}"], tmp_path / "e3", config_name="eval"))
+
+
+def _seeded_run(tmp_path: Path, name: str, seed: int) -> tuple[dict, dict]:
+    cfg = compose_cfg([*LIMIT, f"seed={seed}", "~callbacks.progress_bar", "~callbacks.model_summary"], tmp_path / name)
+    results = train(cfg)
+    state = torch.load(Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
+    return results, state
+
+
+def test_fixed_seed_is_exactly_repeatable(tmp_path) -> None:
+    (r1, s1), (r2, s2) = _seeded_run(tmp_path, "a", 7), _seeded_run(tmp_path, "b", 7)
+    assert r1["test"] == r2["test"] and r1["val"] == r2["val"]
+    for k in s1:
+        torch.testing.assert_close(s1[k], s2[k], rtol=0, atol=0)
+    _, s3 = _seeded_run(tmp_path, "c", 8)
+    assert any(not torch.equal(s1[k], s3[k]) for k in s1 if s1[k].is_floating_point())
+
+
+def _cli(args: list[str], tmp_path: Path, script: str = "src/train.py", timeout: int = 600):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.pop("HYDRA_FULL_ERROR", None)
+    return subprocess.run([sys.executable, script, *args], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def test_cli_bad_value_is_one_line_error(tmp_path) -> None:
+    proc = _cli(["T=0", f"hydra.run.dir={tmp_path / 'bad'}"], tmp_path)
+    assert proc.returncode != 0
+    assert "error: T must be a positive number of time steps" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_default_run_reaches_95_percent(tmp_path) -> None:
+    """`python src/train.py` with no arguments: >= 95% test accuracy on digits, import to exit < 2 min."""
+    import time
+
+    start = time.perf_counter()
+    proc = _cli([f"hydra.run.dir={tmp_path / 'default'}"], tmp_path)
+    elapsed = time.perf_counter() - start
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads((tmp_path / "default" / "results.json").read_text())
+    assert results["test"]["test/acc1"] >= 0.95, results["test"]
+    assert (tmp_path / "default" / ".hydra" / "config.yaml").is_file()
+    assert "spikeforge run summary" in proc.stdout
+    assert elapsed < 120, f"default run took {elapsed:.0f} s"
