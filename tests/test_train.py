@@ -36,7 +36,8 @@ def test_short_run_writes_checkpoints_results_and_evaluates(make_cfg, tmp_path) 
     assert "last.ckpt" in ckpts and any(n.startswith("best-epoch") for n in ckpts)
     assert (out / "csv" / "metrics.csv").is_file() and (out / "tensorboard").is_dir()
     for key in ("val", "test", "epochs", "wall_time_s", "time_per_step_s", "peak_host_memory_bytes",
-                "mean_firing_rate", "firing_rate", "parameters", "seed", "git_commit", "best_val_acc1"):
+                "mean_firing_rate", "firing_rate", "parameters", "seed", "git_commit", "best_val_acc1",
+                "synops_per_sample", "macs_per_sample", "energy_compute_mj_per_sample"):
         assert key in results, key
     assert results["epochs"] == 2 and results["seed"] == 42
     assert 0 < results["mean_firing_rate"] < 1

@@ -25,6 +25,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from spikeforge.callbacks.cost import CostMonitor
 from spikeforge.errors import CheckpointError, ConfigError, SpikeforgeError
 from spikeforge.utils.io import atomic_write_json
+from spikeforge.utils.opcount import batch_inference_cost
 
 log = logging.getLogger("spikeforge")
 
@@ -125,6 +126,14 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         trainer.test(module, datamodule=datamodule, ckpt_path=best or None, weights_only=False)
         test_metrics = {k: _scalar(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
 
+    cost_of_inference: dict[str, Any] = {}
+    if cfg.get("inference_cost", True) and trainer.is_global_zero:
+        try:
+            cost_of_inference = batch_inference_cost(module, datamodule.val_dataloader())
+        except Exception as e:  # an op the counter does not know must not lose the run
+            log.warning("inference cost not measured: %s", e)
+            cost_of_inference = {"inference_cost_error": f"{type(e).__name__}: {e}"}
+
     results = {
         "task_name": cfg.task_name,
         "method": cfg.method.get("name"),
@@ -132,6 +141,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "data": cfg.data.get("name"),
         "T": cfg.get("T"),
         "seed": cfg.seed,
+        "expected": OmegaConf.to_container(cfg.expected, resolve=True) if cfg.get("expected") else None,
         "epochs": trainer.current_epoch,
         "global_steps": trainer.global_step,
         "val": val_metrics,
@@ -144,6 +154,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "mean_firing_rate": getattr(module, "last_firing_rates", {}).get("mean"),
         "parameters": n_params,
         **cost.summary(module.device),
+        **cost_of_inference,
         **module.extra_results(),
         "wall_time_s": time.perf_counter() - start,
         "git_commit": git_commit(cfg.paths.root_dir),
