@@ -1,0 +1,122 @@
+"""PNG plots of a (multi)run directory:
+
+- ``val_acc_vs_epoch.png``: validation top-1 per epoch of every run (from ``csv/metrics.csv``);
+- ``memory_vs_T.png``: peak memory against T, one line per method;
+- ``acc_vs_connectivity.png``: test top-1 against connectivity (1 − sparsity), STDS sweeps;
+- ``width_sweep.png``: test top-1 against the surrogate width, one line per method (ASGL vs SG).
+
+    python scripts/plot.py outputs/train/multiruns/<date>_<time> [--out DIR]
+
+A plot is skipped (and said so) when the runs hold no data for it; failed jobs are ignored.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import statistics
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+from spikeforge.reporting import Run, collect_runs, sparsity_of
+
+
+def _label(run: Run) -> str:
+    return f"{run.key('method')}/{run.key('model')}/T{run.key('T')}/s{run.key('seed')}"
+
+
+def _top1(run: Run) -> float | None:
+    v = (run.results or {}).get("test", {}).get("test/acc1")
+    return None if v is None else 100 * v
+
+
+def val_curves(runs: list[Run]) -> dict[str, tuple[list[int], list[float]]]:
+    curves = {}
+    for run in runs:
+        f = run.path / "csv" / "metrics.csv"
+        if not f.is_file():
+            continue
+        xs, ys = [], []
+        with f.open() as fh:
+            for row in csv.DictReader(fh):
+                if row.get("val/acc1"):
+                    xs.append(int(float(row["epoch"])))
+                    ys.append(100 * float(row["val/acc1"]))
+        if xs:
+            curves[f"{_label(run)} ({run.path.name})"] = (xs, ys)
+    return curves
+
+
+def _mean_by(points: list[tuple[str, float, float]]) -> dict[str, tuple[list[float], list[float]]]:
+    acc: dict[str, dict[float, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for series, x, y in points:
+        acc[series][x].append(y)
+    return {s: (sorted(d), [statistics.fmean(d[x]) for x in sorted(d)]) for s, d in acc.items()}
+
+
+def _save(fig, path: Path) -> None:
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    print(f"wrote {path}")
+
+
+def plot_all(root: Path, out: Path) -> list[Path]:
+    runs = [r for r in collect_runs(root) if r.ok]
+    out.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+
+    def line_plot(name: str, series: dict, xlabel: str, ylabel: str, title: str, logx: bool = False) -> None:
+        if not series:
+            print(f"skipped {name}: no runs with the data it needs")
+            return
+        fig, ax = plt.subplots(figsize=(6.4, 4.2))
+        for label, (xs, ys) in series.items():
+            ax.plot(xs, ys, marker="o", ms=3, label=label)
+        if logx:
+            ax.set_xscale("log")
+        ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=6 if len(series) > 6 else 8)
+        _save(fig, out / name)
+        written.append(out / name)
+
+    line_plot("val_acc_vs_epoch.png", val_curves(runs), "epoch", "validation top-1 (%)", "Validation accuracy")
+    mem = [(str(r.key("method")), float(r.key("T")),
+            ((r.results.get("peak_gpu_memory_bytes") or r.results.get("peak_host_memory_bytes")) / 2**20))
+           for r in runs if r.key("T") is not None]
+    line_plot("memory_vs_T.png", _mean_by(mem) if len({p[1] for p in mem}) > 1 else {}, "T",
+              "peak memory (MB)", "Peak memory against time steps")
+    conn = [(str(r.key("method.schedule") or r.key("method")), 100 * (1 - sparsity_of(r.results)), _top1(r))
+            for r in runs if sparsity_of(r.results) is not None and _top1(r) is not None]
+    line_plot("acc_vs_connectivity.png", _mean_by(conn), "connectivity (%)", "test top-1 (%)",
+              "Accuracy against connectivity", logx=True)
+    width = [(str(r.key("method")), float(r.key("method.width")), _top1(r))
+             for r in runs if r.key("method.width") is not None and _top1(r) is not None]
+    line_plot("width_sweep.png", _mean_by(width) if len({p[1] for p in width}) > 1 else {},
+              "surrogate width", "test top-1 (%)", "Width sweep (mean over seeds)", logx=True)
+    return written
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description="PNG plots of a (multi)run directory")
+    p.add_argument("root", type=Path)
+    p.add_argument("--out", type=Path, default=None, help="output folder (default: ROOT/plots)")
+    args = p.parse_args(argv)
+    if not args.root.is_dir():
+        print(f"error: {args.root} is not a directory; pass a multirun directory under outputs/", file=sys.stderr)
+        return 2
+    plot_all(args.root, args.out or args.root / "plots")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
