@@ -3,6 +3,18 @@ frames ``[N, T, C, H, W]``. Every datamodule holds out a validation split from t
 (model selection never sees the test set)."""
 
 from spikeforge.data.base import SpikeDataModule
+from spikeforge.data.cifar import CIFAR10DataModule, CIFAR100DataModule
 from spikeforge.data.digits import DigitsDataModule
+from spikeforge.data.dvs import CIFAR10DVSDataModule, DVSGestureDataModule, prepare_dvs
+from spikeforge.data.imagenet import ImageNetDataModule
 
-__all__ = ["DigitsDataModule", "SpikeDataModule"]
+__all__ = [
+    "CIFAR10DVSDataModule",
+    "CIFAR10DataModule",
+    "CIFAR100DataModule",
+    "DVSGestureDataModule",
+    "DigitsDataModule",
+    "ImageNetDataModule",
+    "SpikeDataModule",
+    "prepare_dvs",
+]
