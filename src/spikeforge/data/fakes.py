@@ -89,12 +89,15 @@ def write_cifar10_dvs_aedat(root: str | Path, per_class: int = 10, events: int =
     for c in CIFAR10_DVS.classes:
         (extract / c).mkdir(parents=True, exist_ok=True)
         for i in range(per_class):
-            ev = _events(events, rng)
-            addr = (ev["y"].astype(np.uint32) << 8) | (ev["x"].astype(np.uint32) << 1) | ev["p"].astype(np.uint32)
-            body = np.stack([addr, ev["t"].astype(np.uint32)], axis=1).astype(">u4").tobytes()
-            header = b"#!AER-DAT2.0\r\n# This is a raw AE data file created by saveaerdat.m\r\n"
-            (extract / c / f"cifar10_{c}_{i}.aedat").write_bytes(header + body)
+            (extract / c / f"cifar10_{c}_{i}.aedat").write_bytes(aedat2_bytes(_events(events, rng)))
     return extract
+
+
+def aedat2_bytes(ev: dict[str, np.ndarray]) -> bytes:
+    """One CIFAR10-DVS recording (AEDAT 2.0) holding the events ``ev`` (t, x, y, p; sensor coordinates)."""
+    addr = (ev["y"].astype(np.uint32) << 8) | (ev["x"].astype(np.uint32) << 1) | ev["p"].astype(np.uint32)
+    body = np.stack([addr, ev["t"].astype(np.uint32)], axis=1).astype(">u4").tobytes()
+    return b"#!AER-DAT2.0\r\n# This is a raw AE data file created by saveaerdat.m\r\n" + body
 
 
 def _save_events(path: Path, ev: dict[str, np.ndarray]) -> None:
