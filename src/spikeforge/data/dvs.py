@@ -249,12 +249,18 @@ def _event_files(raw_root: Path) -> Iterator[Path]:
                 yield Path(dirpath) / f
 
 
+def _compact(counts: np.ndarray) -> np.ndarray:
+    """Event counts as uint16 when they fit (spikingjelly stores float64): a quarter of the bytes to
+    decompress, about 3× faster to read; ``load_npz_frames`` casts them back to float32."""
+    return counts.astype(np.uint16) if counts.max(initial=0) < 2**16 else counts.astype(np.float32)
+
+
 def prepare_frames(
     spec: DVSSpec, root: str | Path, frames: int, split_by: str = "number", progress: bool = True
 ) -> Path:
     """Integrate every event file into ``frames`` frames once (spikingjelly's
-    ``integrate_events_file_to_frames_file_by_fixed_frames_number``, same folder and file layout as
-    its ``FrameFixedNumberBuilder``), with a progress bar; return the cache folder.
+    ``integrate_events_by_fixed_frames_number``; same folders, file names and ``frames`` key as its
+    ``FrameFixedNumberBuilder``, so its reader loads them), with a progress bar; return the cache folder.
 
     Only missing files are integrated; a cache whose build was interrupted (spikingjelly's
     ``.building`` marker) is deleted and rebuilt, since it is derived from ``events_np``.
@@ -283,9 +289,9 @@ def prepare_frames(
     for src, dst in tqdm(todo, desc=f"{spec.name}: integrating {frames} frames", unit="file", disable=not progress):
         dst.parent.mkdir(parents=True, exist_ok=True)
         try:
-            sj_utils.integrate_events_file_to_frames_file_by_fixed_frames_number(
-                FrameFixedNumberBuilder._event_loader, str(src), str(dst.parent), split_by, frames, H, W
-            )
+            events = FrameFixedNumberBuilder._event_loader(str(src))
+            counts = sj_utils.integrate_events_by_fixed_frames_number(events, split_by, frames, H, W)
+            np.savez_compressed(dst, frames=_compact(counts))
         except Exception as e:
             raise DataError(
                 f"cannot integrate {src} into frames ({type(e).__name__}: {e}); the events file is malformed: "
