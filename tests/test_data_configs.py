@@ -50,3 +50,21 @@ def test_train_fast_dev_run_on_fake_cifar10(tmp_path: Path) -> None:
     out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     assert (tmp_path / "run" / "results.json").is_file()
+
+
+def test_bench_data_writes_json_and_markdown(tmp_path: Path) -> None:
+    import importlib.util
+    import json
+
+    spec = importlib.util.spec_from_file_location("_bench_data", ROOT / "scripts" / "bench_data.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out = tmp_path / "out"
+    args = ["--datasets", "digits", "cifar10", "--batches", "1", "--data-dir", str(tmp_path / "none"),
+            "--out", str(out)]
+    assert bench.main(args) == 0
+    rows = json.loads((out / "bench_data.json").read_text())["results"]
+    assert [(r["dataset"], r["source"]) for r in rows] == [("digits", "embedded"), ("cifar10", "fake")]
+    assert all(r["samples_per_s"] > 0 and r["samples"] > 0 for r in rows)
+    assert rows[1]["sample_shape"] == [3, 32, 32]
+    assert "| cifar10 | fake |" in (out / "bench_data.md").read_text()

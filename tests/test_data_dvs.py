@@ -253,3 +253,24 @@ def test_bad_config_values(tmp_path: Path) -> None:
         CIFAR10DVSDataModule(root=str(tmp_path), split="random")
     with pytest.raises(ConfigError, match="11 classes"):
         DVSGestureDataModule(root=str(tmp_path), num_classes=10)
+
+
+def _script(name: str):
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"_script_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_prepare_dvs_script(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    prepare = _script("prepare_dvs")
+    write_dvs_gesture_aedat(tmp_path / "dvs_gesture", train_users=(1,), test_users=(24,), events_per_gesture=30)
+    assert prepare.main(["--dataset", "dvs_gesture", "--frames", "2", "3", "--data-dir", str(tmp_path)]) == 0
+    for t in (2, 3):
+        assert len(list(frames_root(tmp_path / "dvs_gesture", t).rglob("*.npz"))) == 22
+    assert "22 samples with 3 frames" in capsys.readouterr().out
+    assert prepare.main(["--dataset", "cifar10_dvs", "--frames", "2", "--root", str(tmp_path / "none")]) == 2
+    assert "figshare" in capsys.readouterr().err
