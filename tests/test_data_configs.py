@@ -45,7 +45,7 @@ def test_train_fast_dev_run_on_fake_cifar10(tmp_path: Path) -> None:
     env = {**os.environ, "SPIKEFORGE_VERIFY_CHECKSUMS": "false", "OMP_NUM_THREADS": "1",
            "PYTHONPATH": str(ROOT / "src")}
     cmd = [sys.executable, str(ROOT / "src" / "train.py"), "data=cifar10", f"paths.data_dir={data_dir}",
-           "trainer.fast_dev_run=true", "data.num_workers=0", "data.persistent_workers=false",
+           "++trainer.fast_dev_run=true", "data.num_workers=0", "data.persistent_workers=false",
            "data.val_fraction=0.25", "data.batch_size=8", "logger=csv", f"hydra.run.dir={tmp_path / 'run'}"]
     out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
