@@ -45,7 +45,8 @@ def build_module(cfg: DictConfig) -> L.LightningModule:
         _recursive_=False,
         _convert_="all",
     )
-    module.run_config = OmegaConf.to_container(cfg, resolve=True)
+    # unresolved, so that eval on another machine re-resolves data paths against its own `paths`
+    module.run_config = OmegaConf.to_container(cfg, resolve=False)
     return module
 
 
