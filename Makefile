@@ -9,7 +9,7 @@ ARGS ?=
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install train eval test test-slow test-all lint format clean-outputs
+.PHONY: help install train eval test test-slow test-all lint format clean-outputs prepare-dvs bench-data
 
 help:  ## list the targets
 	@grep -hE '^[a-zA-Z0-9_.%-]+:.*?## ' $(MAKEFILE_LIST) | \
@@ -48,3 +48,9 @@ format: install  ## ruff format + autofix
 
 clean-outputs:  ## delete outputs/ run directories
 	rm -rf outputs/* && touch outputs/.gitkeep
+
+prepare-dvs: install  ## integrate DVS events into cached frames: make prepare-dvs ARGS="--dataset all --frames 10 20"
+	$(PY) scripts/prepare_dvs.py $(ARGS)
+
+bench-data: install  ## data-loading throughput (samples/s) per dataset → outputs/bench_data/
+	$(PY) scripts/bench_data.py $(ARGS)
