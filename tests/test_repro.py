@@ -11,7 +11,7 @@ from omegaconf import OmegaConf
 
 sys.path.insert(0, str(ROOT / "scripts"))
 
-import repro  # noqa: E402
+import repro
 
 EXPERIMENTS = config_options("experiment")
 
