@@ -9,7 +9,7 @@ ARGS ?=
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install train eval test test-slow test-all lint format clean-outputs prepare-dvs bench-data repro-list
+.PHONY: help install train eval test test-slow test-all lint format clean-outputs prepare-dvs bench-data repro-list compare
 
 help:  ## list the targets
 	@grep -hE '^[a-zA-Z0-9_.%-]+:.*?## ' $(MAKEFILE_LIST) | \
@@ -60,3 +60,6 @@ repro-list:  ## paper recipes: make target, paper top-1, estimated GPU budget
 
 repro-%: install  ## run a paper recipe, e.g. make repro-sltt-cifar10 ARGS="trainer=gpu"
 	$(PY) scripts/repro.py run $* $(ARGS)
+
+compare: install  ## every method on digits with the same model, 3 seeds each → docs/compare/ (table + plots)
+	$(PY) scripts/compare.py $(ARGS)
