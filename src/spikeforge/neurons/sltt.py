@@ -61,10 +61,7 @@ class SLTTLIFNeuron(neuron.BaseNode):
         v = v.detach()  # the SLTT cut (sltt.md "The SLTT cut")
         v_rest = 0.0 if self.v_reset is None else self.v_reset
         # spikingjelly LIFNode charge, both input conventions (sltt.md uses decay_input = False)
-        if self.decay_input:
-            u = v + (x - (v - v_rest)) / self.tau
-        else:
-            u = v - (v - v_rest) / self.tau + x
+        u = v + (x - (v - v_rest)) / self.tau if self.decay_input else v - (v - v_rest) / self.tau + x
         spike = self.surrogate_function(u - self.v_threshold)
         s_reset = spike.detach() if self.detach_reset else spike
         if self.v_reset is None:
