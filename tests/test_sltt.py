@@ -15,15 +15,15 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
-from spikingjelly.activation_based import functional
+from spikingjelly.activation_based import functional, layer
 from torch.utils.data import DataLoader, TensorDataset
 
 from spikeforge.errors import CheckpointError, ConfigError
-from spikeforge.layers import norm_factory
+from spikeforge.layers import NormFactory, norm_factory
 from spikeforge.losses import build_loss
 from spikeforge.methods.sltt import SLTT, SLTTBaselineBPTT, load_net_weights, online_backward
 from spikeforge.models import build_model
-from spikeforge.neurons import build_neuron, neuron_factory
+from spikeforge.neurons import NeuronFactory, build_neuron, neuron_factory
 
 ROOT = Path(__file__).resolve().parents[1]
 SLTT_NEURON = {"kind": "sltt_lif", "tau": 1.1, "decay_input": False, "v_threshold": 1.0, "v_reset": None,
@@ -35,11 +35,35 @@ TET = {"name": "tet", "lam": 0.05, "target": "ones"}
 SMALL_NET = {"name": "convnet", "channels": [4, 8, 8], "pool_size": 1}
 
 
-def _net(neuron: dict, seed: int = 0, tau: float | None = None) -> torch.nn.Module:
+class TinyResNet(torch.nn.Module):
+    """stem → one residual block (conv-norm-neuron-conv-norm + identity) → neuron → pool → linear:
+    checks the cut on a graph with a skip connection; works in both step modes."""
+
+    def __init__(self, neuron: NeuronFactory, norm: NormFactory, c: int = 6) -> None:
+        super().__init__()
+        self.stem = torch.nn.Sequential(layer.Conv2d(3, c, 3, padding=1, bias=False), norm(c), neuron(num_features=c))
+        self.branch = torch.nn.Sequential(
+            layer.Conv2d(c, c, 3, padding=1, bias=False), norm(c), neuron(num_features=c),
+            layer.Conv2d(c, c, 3, padding=1, bias=False), norm(c),
+        )
+        self.out = neuron(num_features=c)
+        self.head = torch.nn.Sequential(layer.AdaptiveAvgPool2d(1), layer.Flatten(1), layer.Linear(c, 10))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a = self.stem(x)
+        return self.head(self.out(self.branch(a) + a))
+
+
+def _net(neuron: dict, seed: int = 0, tau: float | None = None, arch: str = "convnet") -> torch.nn.Module:
     cfg = dict(neuron)
     torch.manual_seed(seed)
-    net = build_model("convnet", num_classes=10, neuron=neuron_factory(cfg.pop("kind"), **cfg),
-                      norm=norm_factory("bn_step"), channels=(4, 8, 8), pool_size=1)
+    factory = neuron_factory(cfg.pop("kind"), **cfg)
+    if arch == "convnet":
+        net = build_model("convnet", num_classes=10, neuron=factory, norm=norm_factory("bn_step"), channels=(4, 8, 8),
+                          pool_size=1)
+    else:
+        net = TinyResNet(factory, norm_factory("bn_step"))
+        functional.set_step_mode(net, "m")
     if tau is not None:  # spikingjelly's LIFNode refuses tau <= 1 at construction; the formula is fine
         for m in net.modules():
             if hasattr(m, "tau"):
@@ -140,27 +164,31 @@ def test_loss_values() -> None:
 
 
 # ---- gradient identities (sltt.md number 4) ----------------------------------------------------
-def test_sltt_equals_bptt_at_T1() -> None:
+ARCHS = ["convnet", "residual"]
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_sltt_equals_bptt_at_T1(arch: str) -> None:
     x, y = _batch()
-    g_sltt = _sltt_grads(_net(SLTT_NEURON), x, y, T=1)
-    g_bptt = _bptt_grads(_net(BPTT_NEURON), x, y, T=1)
+    g_sltt = _sltt_grads(_net(SLTT_NEURON, arch=arch), x, y, T=1)
+    g_bptt = _bptt_grads(_net(BPTT_NEURON, arch=arch), x, y, T=1)
     assert _max_rel_diff(g_sltt, g_bptt) < 1e-5
 
 
-@pytest.mark.parametrize("events", [False, True])
-def test_sltt_equals_bptt_without_leak(events: bool) -> None:
+@pytest.mark.parametrize(("arch", "events"), [("convnet", False), ("convnet", True), ("residual", False)])
+def test_sltt_equals_bptt_without_leak(arch: str, events: bool) -> None:
     T = 4
     x, y = _batch(T=T if events else None)
-    g_sltt = _sltt_grads(_net({**SLTT_NEURON, "tau": 1.0}), x, y, T)
-    g_bptt = _bptt_grads(_net(BPTT_NEURON, tau=1.0), x, y, T)
+    g_sltt = _sltt_grads(_net({**SLTT_NEURON, "tau": 1.0}, arch=arch), x, y, T)
+    g_bptt = _bptt_grads(_net(BPTT_NEURON, tau=1.0, arch=arch), x, y, T)
     assert _max_rel_diff(g_sltt, g_bptt) < 1e-5
 
 
-@pytest.mark.parametrize("events", [False, True])
-def test_sltt_differs_from_bptt_with_leak(events: bool) -> None:
+@pytest.mark.parametrize(("arch", "events"), [("convnet", False), ("convnet", True), ("residual", False)])
+def test_sltt_differs_from_bptt_with_leak(arch: str, events: bool) -> None:
     T = 4
     x, y = _batch(T=T if events else None)
-    net_s, net_b = _net(SLTT_NEURON), _net(BPTT_NEURON)
+    net_s, net_b = _net(SLTT_NEURON, arch=arch), _net(BPTT_NEURON, arch=arch)
     g_sltt, g_bptt = _sltt_grads(net_s, x, y, T), _bptt_grads(net_b, x, y, T)
     assert _max_rel_diff(g_sltt, g_bptt) > 1e-3
     # same loss value and same forward (sltt.md "BPTT baseline: its loss value equals SLTT's")

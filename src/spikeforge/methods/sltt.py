@@ -25,6 +25,7 @@ fitting — ImageNet stage 2 (T = 6) starts from stage 1 (T = 1), sltt.md "Netwo
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
@@ -42,6 +43,8 @@ from spikeforge.methods.base import SpikingClassifier
 
 # Losses that are a mean of per-step terms, so that Σ_t loss(o_t)/T is the loss of the sequence.
 PER_STEP_LOSSES = ("tet",)
+
+log = logging.getLogger("spikeforge")
 
 
 # ---- the per-step loop --------------------------------------------------------------------------
@@ -136,6 +139,7 @@ def load_net_weights(net: nn.Module, path: str | Path) -> None:
         raise CheckpointError(f"method.init_from={path} does not match this model ({detail}); "
                               "use a checkpoint of the same model config")
     net.load_state_dict(state, strict=True)
+    log.info("network weights initialised from %s", path)
 
 
 class _InitFrom:
@@ -221,6 +225,7 @@ class SLTT(_InitFrom, SpikingClassifier):
                                 gradient_clip_algorithm=self.hparams.gradient_clip_algorithm)
 
     def on_train_epoch_end(self) -> None:
+        super().on_train_epoch_end()
         self._step_lr_schedulers("epoch", self.current_epoch)
 
     def _step_lr_schedulers(self, interval: str, index: int) -> None:
