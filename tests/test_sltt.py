@@ -403,6 +403,9 @@ def test_init_from_loads_weights_only_and_fails_on_mismatch(tmp_path: Path) -> N
     with pytest.raises(CheckpointError, match="does not exist"):
         _module(T=1, init_from=str(tmp_path / "nope.ckpt")).setup("fit")
     _module(T=1, init_from=str(tmp_path / "nope.ckpt")).setup("test")  # evaluation does not need it
+    with pytest.raises(ConfigError, match="init_from"):  # stage-2 recipes
+        _module(T=6, init_required=True).setup("fit")
+    _module(T=6, init_required=True).setup("test")
 
 
 # ---- DDP: one gradient all-reduce per bucket per batch -------------------------------------------

@@ -144,11 +144,15 @@ def load_net_weights(net: nn.Module, path: str | Path) -> None:
 
 class _InitFrom:
     """``init_from``: load network weights once, when fitting starts (not when evaluating), before
-    Lightning restores a resumed checkpoint (which then wins)."""
+    Lightning restores a resumed checkpoint (which then wins). ``init_required`` (stage-2 recipes)
+    makes fitting without ``init_from`` an error."""
 
     def setup(self, stage: str) -> None:
         super().setup(stage)  # type: ignore[misc]
         path = self.hparams.get("init_from")  # type: ignore[attr-defined]
+        if stage == "fit" and not path and self.hparams.get("init_required"):  # type: ignore[attr-defined]
+            raise ConfigError("this recipe fine-tunes a stage-1 model: pass init_from=<stage-1 run dir>/checkpoints/"
+                              "last.ckpt (train it first with the matching *_t1 recipe)")
         if stage == "fit" and path and not getattr(self, "_initialised_from", None):
             load_net_weights(self.net, path)  # type: ignore[attr-defined]
             self._initialised_from = str(path)
@@ -162,6 +166,7 @@ class SLTT(_InitFrom, SpikingClassifier):
         K: steps back-propagated per batch; None means all T (SLTT).
         seed: seed of SLTT-K's step generator (the run's global seed; same on every DDP rank).
         init_from: checkpoint whose network weights initialise the model before fitting.
+        init_required: fitting without ``init_from`` is an error (ImageNet stage 2).
         gradient_clip_val / gradient_clip_algorithm: clipping of the accumulated gradient before
             the optimiser step (``norm`` or ``value``; None: no clipping).
     """
@@ -172,6 +177,7 @@ class SLTT(_InitFrom, SpikingClassifier):
         K: int | None = None,
         seed: int | None = None,
         init_from: str | None = None,
+        init_required: bool = False,
         gradient_clip_val: float | None = None,
         gradient_clip_algorithm: str = "norm",
         **kwargs: Any,
@@ -254,5 +260,7 @@ class SLTTBaselineBPTT(_InitFrom, SpikingClassifier):
     """The BPTT baseline of the SLTT paper: the base multi-step BPTT (same per-step BN and TET loss,
     ``lif`` without the detach, conf/method/bptt_sltt.yaml), plus ``init_from`` for ImageNet stage 2."""
 
-    def __init__(self, *args: Any, init_from: str | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, init_from: str | None = None, init_required: bool = False, **kwargs: Any
+    ) -> None:
         super().__init__(*args, **kwargs)
