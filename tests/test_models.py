@@ -16,6 +16,7 @@ from omegaconf import DictConfig, open_dict
 from spikingjelly.activation_based import functional
 from spikingjelly.activation_based import neuron as sj_neuron
 from spikingjelly.activation_based.model import sew_resnet as sj_sew
+from spikingjelly.activation_based.model import spiking_resnet as sj_spiking
 
 from spikeforge.errors import ConfigError
 from spikeforge.layers import build_norm, norm_factory
@@ -80,11 +81,27 @@ def test_nf_resnet_50_101_counts() -> None:
         assert n_params(build_model(ours, 1000, neuron=LIF, norm=BN)) == n_params(theirs()) + blocks
 
 
-def test_sew_resnet_state_dict_matches_spikingjelly() -> None:
-    """Same layer names and shapes as spikingjelly's SEW-ResNet-18 (its checkpoints load)."""
-    ours = build_model("sew_resnet18", 1000, neuron=neuron_factory("if"), norm=BN).state_dict()
-    theirs = sj_sew.sew_resnet18(cnf="ADD", spiking_neuron=sj_neuron.IFNode).state_dict()
-    assert {k: tuple(v.shape) for k, v in ours.items()} == {k: tuple(v.shape) for k, v in theirs.items()}
+@pytest.mark.parametrize(("ours", "theirs"), [("sew_resnet18", sj_sew.sew_resnet18),
+                                             ("spiking_resnet18", sj_spiking.spiking_resnet18)])
+def test_resnets_match_spikingjelly(ours: str, theirs) -> None:
+    """Same layer names and shapes as spikingjelly's SEW / spiking ResNet-18 (its checkpoints load
+    strictly) and the same multi-step outputs (training-mode BN); the SEW static stem equals feeding
+    the repeated image."""
+    torch.manual_seed(0)
+    kw = {"cnf": "ADD"} if ours.startswith("sew") else {}
+    ref = theirs(spiking_neuron=sj_neuron.IFNode, num_classes=10, **kw)
+    functional.set_step_mode(ref, "m")
+    model = build_model(ours, 10, neuron=neuron_factory("if"), norm=BN, **({"T": 2} if "sew" in ours else {}))
+    model.load_state_dict(ref.state_dict())
+    image = torch.rand(2, 3, 32, 32)
+    x = image.unsqueeze(0).repeat(2, 1, 1, 1, 1)  # direct encoding, T = 2
+    with torch.no_grad():
+        expected = ref(x)
+        assert not torch.allclose(expected[:, 0], expected[:, 1])  # spikes reached the classifier
+        torch.testing.assert_close(model(x), expected)
+        functional.reset_net(model)
+        if ours.startswith("sew"):
+            torch.testing.assert_close(model(image), expected)
 
 
 # ---- every model × every neuron kind -------------------------------------------------------------
@@ -171,13 +188,9 @@ def test_forward_backward_every_neuron(case: str, kind: str) -> None:
     functional.reset_net(model)
 
 
-FULL = ["sew_resnet18", "spiking_resnet18", "preact_spiking_resnet18", "resnet18", "resnet19",
-        "spiking_vgg11_bn", "nf_resnet34"]
-
-
-@pytest.mark.parametrize("name", FULL)
+@pytest.mark.parametrize("name", ["sew_resnet18", "resnet19", "spiking_vgg11_bn"])
 def test_full_width_forward(name: str) -> None:
-    """The papers' widths run too (smallest inputs; the 48×48/32×32-only nets are covered by training runs)."""
+    """The papers' widths run too (smallest inputs); every model at full width: the slow test below."""
     channels = 2 if "vgg" in name else 3
     size = 32 if "vgg" in name else 8
     model = build_model(name, C, channels, neuron=LIF, norm=BN, **({"T": 1} if "sew" in name else {}))
@@ -186,10 +199,9 @@ def test_full_width_forward(name: str) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["sew_resnet50", "nf_resnet50", "nf_resnet101", "stds_cifarnet", "vggsnn",
-                                  "sew_resnet34", "spiking_resnet34"])
-def test_full_width_forward_imagenet_size(name: str) -> None:
-    channels, size = {"vggsnn": (2, 48), "stds_cifarnet": (3, 32)}.get(name, (3, 64))
+@pytest.mark.parametrize("name", sorted(set(list_models()) - {"convnet"}))
+def test_full_width_forward_and_backward(name: str) -> None:
+    channels, size = {"vggsnn": (2, 48), "stds_cifarnet": (3, 32), "spiking_vgg11_bn": (2, 48)}.get(name, (3, 64))
     kw = {"T": 2} if name.startswith(("sew", "stds")) else {}
     model = build_model(name, C, channels, neuron=LIF, norm=BN, **kw)
     x = torch.rand(2, 2, channels, size, size)
@@ -229,15 +241,17 @@ def test_sew_connect_functions() -> None:
     assert connect(out, ident, "IAND").tolist() == [0, 1, 0, 0]  # identity · (1 − out)
 
 
-@pytest.mark.parametrize("name", ["sew_resnet18", "stds_cifarnet"])
-def test_static_stem_equals_repeated_input(name: str) -> None:
-    kw = {"channels": 4, "hidden": 8, "dropout": 0.0} if name == "stds_cifarnet" else {"width": 4, "stem": "cifar"}
-    model = build_model(name, C, neuron=LIF, norm=BN, T=3, **kw).eval()
-    x = torch.rand(N, 3, 32, 32)
-    static = model(x)
-    functional.reset_net(model)
-    repeated = model(x.unsqueeze(0).repeat(3, 1, 1, 1, 1))
-    assert static.shape == (3, N, C)
+def test_stds_cifarnet_static_stem_equals_repeated_input() -> None:
+    torch.manual_seed(0)
+    # ReLU in the neuron slot keeps the small random net from being silent (a trivial 0 == 0)
+    model = build_model("stds_cifarnet", C, neuron=neuron_factory("relu"), norm=BN, T=3, channels=8, hidden=64,
+                        dropout=0.0)
+    image = torch.rand(4, 3, 32, 32)
+    with torch.no_grad():
+        static = model(image)
+        functional.reset_net(model)
+        repeated = model(image.unsqueeze(0).repeat(3, 1, 1, 1, 1))
+    assert static.shape == (3, 4, C) and static.sum() > 0
     torch.testing.assert_close(static, repeated)
 
 
