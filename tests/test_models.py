@@ -19,7 +19,7 @@ from spikingjelly.activation_based.model import sew_resnet as sj_sew
 from spikingjelly.activation_based.model import spiking_resnet as sj_spiking
 
 from spikeforge.errors import ConfigError
-from spikeforge.layers import build_norm, norm_factory
+from spikeforge.layers import build_norm, list_norms, norm_factory
 from spikeforge.models import build_model, list_models
 from spikeforge.models._utils import dropout_layer
 from spikeforge.models.nf_resnet import ws_conv
@@ -153,9 +153,11 @@ def _first_grad(model: torch.nn.Module) -> torch.Tensor:
     return p.grad
 
 
-DEEP = {"sew_resnet50-and", "nf_resnet50", "nf_resnet101"}  # depth 50/101: LIF fast, other kinds slow
+# LIF only in the fast suite (other kinds: slow): depth 50/101, and the stem/connect-function variants
+# (the same blocks as their base case with another stem).
+LIF_ONLY = {"sew_resnet50-and", "nf_resnet50", "nf_resnet101", "sew_resnet18-cifar-iand", "spiking_resnet18-cifar"}
 SWEEP = [pytest.param(case, kind, id=f"{case}-{kind}",
-                      marks=[pytest.mark.slow] if case in DEEP and kind != "lif" else [])
+                      marks=[pytest.mark.slow] if case in LIF_ONLY and kind != "lif" else [])
          for case in SMALL for kind in list_neurons()]
 
 
@@ -186,6 +188,21 @@ def test_forward_backward_every_neuron(case: str, kind: str) -> None:
     torch.stack(outs).float().sum().backward()
     assert torch.isfinite(_first_grad(model)).all()
     functional.reset_net(model)
+
+
+NORM_SWEEP = [pytest.param(case, kind, id=f"{case}-{kind}") for case in SMALL if case not in LIF_ONLY
+              for kind in list_norms() if kind != "bn"]  # bn: the neuron sweep above
+
+
+@pytest.mark.parametrize(("case", "kind"), NORM_SWEEP)
+def test_forward_backward_every_norm(case: str, kind: str) -> None:
+    """Every model with every norm kind (multi-step); NF-ResNets ignore the norm."""
+    name, channels, size, kw = SMALL[case]
+    model = build_model(name, C, channels, neuron=LIF, norm=norm_factory(kind), **kw)
+    out = model(torch.rand(T, N, channels, size, size))
+    assert out.shape == (T, N, C)
+    out.sum().backward()
+    assert torch.isfinite(_first_grad(model)).all()
 
 
 @pytest.mark.parametrize("name", ["sew_resnet18", "resnet19", "spiking_vgg11_bn"])
