@@ -125,7 +125,7 @@ def percentile(values: torch.Tensor, q: float) -> float:
     flat = values.reshape(-1)
     if flat.numel() == 0:
         raise ValueError("percentile of an empty tensor")
-    k = min(max(math.ceil(q / 100.0 * flat.numel()), 1), flat.numel())
+    k = min(max(math.ceil(round(q * flat.numel() / 100.0, 6)), 1), flat.numel())  # round: 99.9·1000/100 ≠ 999.0
     return float(torch.kthvalue(flat.float().cpu(), k).values)
 
 
@@ -286,3 +286,40 @@ def load_ann_weights(net: nn.Module, path: str | Path) -> int:
     if sorted(result.missing_keys) != sorted(thresholds & set(own)) or result.unexpected_keys:
         raise CheckpointError(f"loading {path} left {len(result.missing_keys)} tensors unset")
     return len(matched)
+
+
+def calibrate_checkpoint(
+    ckpt_path: str | Path,
+    out: str | Path,
+    num_batches: int = 5,
+    q: float = 99.9,
+    data_overrides: dict[str, Any] | None = None,
+    seed: int = 0,
+) -> dict[str, float]:
+    """ImageNet hybrid step 2 on a trained ANN checkpoint (``method=dsr_ann``): re-create its model and
+    data from the checkpoint's own config, run ``num_batches`` batches of the **training** split
+    (dsr.md "Networks"), and save the per-layer q-th percentiles to ``out`` (JSON)."""
+    from omegaconf import OmegaConf
+
+    from spikeforge.run import build_datamodule, build_module, load_checkpoint
+
+    ckpt = load_checkpoint(ckpt_path)
+    cfg = OmegaConf.create(ckpt["spikeforge_config"])
+    if data_overrides:
+        cfg.data = OmegaConf.merge(cfg.data, data_overrides)
+    module = build_module(cfg)
+    try:
+        module.load_state_dict(ckpt["state_dict"])
+    except RuntimeError as e:
+        raise CheckpointError(f"checkpoint {ckpt_path} does not match its model config "
+                              f"({str(e).splitlines()[0]})") from None
+    if dsr_neurons(module.net):
+        log.warning("calibrating a spiking network: thresholds are meant to come from the ReLU ANN (method=dsr_ann)")
+    datamodule = build_datamodule(cfg)
+    datamodule.setup("fit")
+    torch.manual_seed(seed)
+    batches = (module.encode(x) for x, _ in datamodule.train_dataloader())
+    values = calibrate_thresholds(module.net, batches, q=q, num_batches=num_batches, seed=seed)
+    save_thresholds(out, values, percentile=q, batches=num_batches, split="train", ann_checkpoint=str(ckpt_path),
+                    model=cfg.model.get("name"), data=cfg.data.get("name"))
+    return values
