@@ -375,6 +375,9 @@ def test_method_initialises_from_ann_and_thresholds_on_fit_setup(tmp_path):
     broken = build_module(dsr_cfg(tmp_path, "method=dsr", "method.init_from=/nonexistent/ann.ckpt"))
     with pytest.raises(CheckpointError):
         broken.setup("fit")
+    resumed = build_module(dsr_cfg(tmp_path, "method=dsr", "method.init_from=/nonexistent/ann.ckpt",
+                                   f"ckpt_path={tmp_path / 'last.ckpt'}"))
+    resumed.setup("fit")  # resuming: the run's own checkpoint is restored instead
 
 
 def test_imagenet_graph_ann_to_snn_pipeline(tmp_path):

@@ -87,8 +87,10 @@ class DSRClassifier(SpikingClassifier):
 
     # ---- hybrid initialisation --------------------------------------------------------------
     def setup(self, stage: str) -> None:
-        # Runs before Lightning restores a resumed checkpoint, which then overwrites these weights.
-        if stage == "fit" and not self._initialised:
+        # Only when a fit starts from scratch: a resumed run (top-level ``ckpt_path``) restores its own
+        # weights and thresholds right after this hook.
+        resuming = bool((self.run_config or {}).get("ckpt_path"))
+        if stage == "fit" and not self._initialised and not resuming:
             self.initialise_from_files()
 
     def initialise_from_files(self) -> None:
@@ -303,6 +305,9 @@ def calibrate_checkpoint(
 
     from spikeforge.run import build_datamodule, build_module, load_checkpoint
 
+    if not Path(ckpt_path).is_file():
+        raise CheckpointError(f"ANN checkpoint {ckpt_path} does not exist; pass the ANN run's "
+                              "checkpoints/last.ckpt (python src/train.py method=dsr_ann ...)")
     ckpt = load_checkpoint(ckpt_path)
     cfg = OmegaConf.create(ckpt["spikeforge_config"])
     if data_overrides:
