@@ -265,8 +265,8 @@ def test_fold_sequential_on_a_model() -> None:
 
 
 # ---- the method ---------------------------------------------------------------------------------
-QUIET = ["~callbacks.progress_bar", "~callbacks.model_summary", "+trainer.enable_progress_bar=false",
-         "+trainer.enable_model_summary=false"]
+QUIET = ["~callbacks.progress_bar", "~callbacks.model_summary", "++trainer.enable_progress_bar=false",
+         "++trainer.enable_model_summary=false"]
 
 
 def compose_cfg(overrides: list[str], output_dir: Path) -> DictConfig:
