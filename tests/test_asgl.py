@@ -56,7 +56,17 @@ def test_sigmoid_surrogate_w5() -> None:
     hs = HybridSpike("sigmoid", width=5.0, p=0.0)
     torch.testing.assert_close(hs(x, mask=analog(x)), t(0.401312, 0.475021, 0.5, 0.524979, 0.598688), **TOL)
     assert math.isclose(float(hs.width), 5.0, rel_tol=1e-6)
-    assert math.isclose(float(torch.exp(hs.beta.detach())), 0.2, rel_tol=1e-6)  # a = 1/w
+    assert math.isclose(float(hs.a.detach()), 0.2, rel_tol=1e-6)  # a = 1/w
+
+
+def test_sigmoid_slope_kept_positive() -> None:
+    """a pushed below 0 acts as |a|: H stays increasing (asgl.md "keep a positive")."""
+    x = t(-2, -0.5, 0, 0.5, 2)
+    hs = HybridSpike("sigmoid", width=1.0, p=0.0)
+    with torch.no_grad():
+        hs.a.fill_(-1.0)
+    torch.testing.assert_close(hs(x, mask=analog(x)), t(0.119203, 0.377541, 0.5, 0.622459, 0.880797), **TOL)
+    assert float(hs.width) == pytest.approx(1.0)
 
 
 def test_rectangle_surrogate() -> None:
@@ -162,7 +172,7 @@ def test_neuron_registered_and_default_build() -> None:
     n = build_neuron("asgl_lif")
     assert isinstance(n, ASGLLIF) and is_neuron(n) and ASGLLIF.is_spiking_neuron
     assert n.spike.surrogate == "sigmoid" and math.isclose(float(n.spike.width), 5.0, rel_tol=1e-6)
-    assert n.spike.p == 0.2 and n.spike.beta.requires_grad and not n.decay_logit.requires_grad
+    assert n.spike.p == 0.2 and n.spike.width_param.requires_grad and not n.decay_logit.requires_grad
     assert float(n.decay_logit) == 0.0  # decay 0.5 → d = 0
     assert n(torch.randn(4, 3, 2, 5, 5)).shape == (4, 3, 2, 5, 5)
 
@@ -213,17 +223,17 @@ def test_width_gradient_at_p0(train_width: bool) -> None:
     out.sum().backward()
     assert x.grad is not None and x.grad.abs().sum() > 0
     if train_width:
-        assert n.spike.beta.grad is not None and n.spike.beta.grad.abs() > 0
+        assert n.spike.width_param.grad is not None and n.spike.width_param.grad.abs() > 0
     else:
-        assert not n.spike.beta.requires_grad and n.spike.beta.grad is None
+        assert not n.spike.width_param.requires_grad and n.spike.width_param.grad is None
 
 
 def test_granularity_channel_and_neuron() -> None:
     n = build_neuron("asgl_lif", granularity="channel", num_features=3, surrogate="rectangle", width=1.0)
-    assert n.spike.beta.shape == (3,)
+    assert n.spike.width_param.shape == (3,)
     x = torch.randn(2, 4, 3, 5, 5)
     n(x).sum().backward()
-    assert n.spike.beta.grad.shape == (3,)
+    assert n.spike.width_param.grad.shape == (3,)
     functional.reset_net(n)
     assert n(torch.randn(2, 4, 3)).shape == (2, 4, 3)  # after a Linear: [T, N, C]
     # per-channel widths act per channel
@@ -233,7 +243,7 @@ def test_granularity_channel_and_neuron() -> None:
     z = torch.full((1, 2, 1, 1), 0.2)
     torch.testing.assert_close(hs(z, mask=analog(z)).view(-1), t(0.7, 0.9), **TOL)
     nn_ = build_neuron("asgl_lif", granularity="neuron", shape=(3, 5, 5))
-    assert nn_.spike.beta.shape == (3, 5, 5)
+    assert nn_.spike.width_param.shape == (3, 5, 5)
     assert nn_(x).shape == x.shape
 
 
@@ -264,7 +274,7 @@ def test_sg_baseline_config(tmp_path: Path) -> None:
     assert cfg.method.name == "asgl_sg" and cfg.method.p == 0.0 and cfg.method.train_width is False
     module = build_module(cfg)
     spikes = hybrid_spikes(module.net)
-    assert spikes and all(s.p == 0.0 and not s.beta.requires_grad for s in spikes)
+    assert spikes and all(s.p == 0.0 and not s.width_param.requires_grad for s in spikes)
     assert all(math.isclose(float(s.width), 2.5, rel_tol=1e-6) for s in spikes)
 
 
@@ -294,7 +304,7 @@ def test_optimiser_groups(tmp_path: Path) -> None:
     assert isinstance(opt.main, torch.optim.SGD) and isinstance(opt.width, torch.optim.Adam)
     width_ids = {id(p) for g in opt.width.param_groups for p in g["params"]}
     neurons = [m for m in module.net.modules() if isinstance(m, ASGLLIF)]
-    assert width_ids == {id(p) for n in neurons for p in (n.spike.beta, n.decay_logit)}
+    assert width_ids == {id(p) for n in neurons for p in (n.spike.width_param, n.decay_logit)}
     (g_width,) = opt.width.param_groups
     assert g_width["lr"] == pytest.approx(3e-4) and g_width["weight_decay"] == 0.0
     decayed = {id(p) for g in opt.main.param_groups if g["weight_decay"] > 0 for p in g["params"]}
@@ -305,7 +315,7 @@ def test_optimiser_groups(tmp_path: Path) -> None:
     assert not main_ids & width_ids
     # each optimiser stepped once per batch; the width moved, global_step counts batches
     assert trainer.global_step == 3
-    assert opt.width.state[neurons[0].spike.beta]["step"] == 3
+    assert opt.width.state[neurons[0].spike.width_param]["step"] == 3
     assert not math.isclose(float(neurons[0].spike.width), 5.0, rel_tol=1e-7)
 
 
@@ -346,7 +356,7 @@ def test_checkpoint_resume_restores_both_optimisers(tmp_path: Path) -> None:
     assert cap.scheduler["last_epoch"] == ckpt["lr_schedulers"][0]["last_epoch"] == 3
     assert cap.p and all(p == pytest.approx(0.1) for p in cap.p)  # p schedule state restored
     width = trainer.optimizers[0].width
-    beta = hybrid_spikes(trainer.lightning_module)[0].beta
+    beta = hybrid_spikes(trainer.lightning_module)[0].width_param
     assert width.state[beta]["step"] == 6  # Adam went on from its restored step count
 
 

@@ -2,11 +2,13 @@
 
 ``HybridSpike`` is the spike function; ``asgl_lif`` the LIF neuron that uses it.
 
-Width parametrisation (asgl.md, "Surrogates"): both surrogates store β = −log w, registered at
-construction (the reference creates its parameter lazily at the first forward).
-- ``sigmoid``: H(x) = sigmoid(a·x) with a = 1/w = e^β. The reference learns a itself and can flip
-  its sign; learning β keeps a > 0 by construction (the spec's "keep a positive" decision).
-- ``rectangle``: H(x) = clamp(e^β·x + 0.5, 0, 1), so h = 1/w inside |x| ≤ w/2.
+Width parametrisation (asgl.md, "Surrogates"), the parameter registered at construction (the
+reference creates it lazily at the first forward) and learned as in the reference:
+- ``sigmoid``: parameter ``a`` = 1/w, H(x) = sigmoid(|a|·x). The reference uses a itself, which
+  Adam can push through 0 and flip H; the slope |a| keeps H increasing (the spec's "keep a
+  positive" decision) with the reference's update size while a > 0 (Adam moves a, not log a).
+- ``rectangle``: parameter ``beta`` = β = −log w, H(x) = clamp(e^β·x + 0.5, 0, 1), so h = 1/w
+  inside |x| ≤ w/2.
 
 Granularity of the width: ``layer`` (one scalar, default), ``channel`` (one per channel, needs
 ``num_features``; channel is dim 1 of the per-step input ``[N, C, ...]``) or ``neuron`` (one per
@@ -81,9 +83,16 @@ class HybridSpike(nn.Module):
             "channel": (int(num_features or 0),),
             "neuron": tuple(int(s) for s in (shape or ())),
         }[granularity]
-        # β = −log w (asgl.md, "Surrogates"); a frozen Parameter when not learnable, so the state
-        # dict is the same for ASGL and its SG baseline.
-        self.beta = nn.Parameter(torch.full(param_shape, -math.log(width)), requires_grad=learnable)
+        # a = 1/w or β = −log w (asgl.md, "Surrogates"); a frozen Parameter when not learnable, so
+        # the state dict is the same for ASGL and its SG baseline.
+        init = 1.0 / width if surrogate == "sigmoid" else -math.log(width)
+        self._param_name = "a" if surrogate == "sigmoid" else "beta"
+        self.register_parameter(self._param_name, nn.Parameter(torch.full(param_shape, init), requires_grad=learnable))
+
+    @property
+    def width_param(self) -> nn.Parameter:
+        """The learnable width parameter: ``a`` (sigmoid) or ``beta`` (rectangle)."""
+        return getattr(self, self._param_name)
 
     @property
     def p(self) -> float:
@@ -98,11 +107,17 @@ class HybridSpike(nn.Module):
     @property
     def width(self) -> torch.Tensor:
         """Current width w = e^(−β) (detached)."""
-        return torch.exp(-self.beta.detach())
+        return 1.0 / self._slope_raw().detach()
+
+    def _slope_raw(self) -> torch.Tensor:
+        """|a| (sigmoid) or e^β (rectangle): the slope of H_a at 0 (times 4 for sigmoid), = 1/w."""
+        if self.surrogate == "sigmoid":
+            return self.a.abs()
+        return torch.exp(self.beta)
 
     def _slope(self, x: torch.Tensor) -> torch.Tensor:
-        """e^β broadcast against ``x`` (``[N, C, ...]`` or a sample shape for ``neuron``)."""
-        k = torch.exp(self.beta)
+        """1/w broadcast against ``x`` (``[N, C, ...]`` or a sample shape for ``neuron``)."""
+        k = self._slope_raw()
         if self.granularity == "channel":
             k = k.view(-1, *([1] * (x.dim() - 2)))
         return k
@@ -127,7 +142,7 @@ class HybridSpike(nn.Module):
 
     def extra_repr(self) -> str:
         return f"surrogate={self.surrogate}, granularity={self.granularity}, p={self._p}, " \
-               f"learnable={self.beta.requires_grad}"
+               f"learnable={self.width_param.requires_grad}"
 
 
 class ASGLLIF(base.MemoryModule):
