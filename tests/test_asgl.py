@@ -384,7 +384,8 @@ def test_recipes_compose(recipe: str) -> None:
 
 
 # ---- digits: ASGL vs SG at width 5 (README table) -----------------------------------------------
-SWEEP = ["data.image_size=16", "T=2", "trainer.max_epochs=12", "logger=csv",
+# the README width sweep's budget: 16×16 digits, T = 2, batch 16, 12 epochs
+SWEEP = ["data.image_size=16", "data.batch_size=16", "T=2", "trainer.max_epochs=12", "logger=csv",
          "callbacks.progress_bar=null", "callbacks.model_summary=null", "++trainer.enable_progress_bar=false"]
 
 
@@ -420,3 +421,19 @@ def test_recipe_method_settings(tmp_path: Path, recipe: str, surrogate: str, wid
     module = build_module(cfg)
     (n,) = [x for x in module.net.modules() if isinstance(x, ASGLLIF)]
     assert n.spike.surrogate == surrogate and n.v_threshold == theta and n.spike.p == p
+
+
+def test_width_table_script(tmp_path: Path) -> None:
+    import importlib.util
+    import json
+
+    spec = importlib.util.spec_from_file_location("asgl_width_table", ROOT / "scripts" / "asgl_width_table.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    for i, (method, width, acc) in enumerate([("asgl", 5.0, 0.9), ("asgl", 5.0, 0.8), ("asgl_sg", 5.0, 0.7)]):
+        run = tmp_path / str(i)
+        (run / ".hydra").mkdir(parents=True)
+        (run / ".hydra" / "config.yaml").write_text(f"method:\n  name: {method}\n  width: {width}\n")
+        res = {"test": {"test/acc1": acc}, "asgl": {"final_width_mean": 4.0}}
+        (run / "results.json").write_text(json.dumps(res))
+    assert mod.table(mod.collect(tmp_path)).splitlines()[-1] == "| 5 | 70.00 ± 0.00 | 85.00 ± 7.07 | 4.00 | 1/2 |"
