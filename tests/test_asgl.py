@@ -278,6 +278,18 @@ def test_sg_baseline_config(tmp_path: Path) -> None:
     assert all(math.isclose(float(s.width), 2.5, rel_tol=1e-6) for s in spikes)
 
 
+def test_sg_baseline_trains_and_state_dict_matches_fresh_module(tmp_path: Path) -> None:
+    """Nothing learnable in the width optimiser: the placeholder never enters the state dict (eval.py
+    loads checkpoints strictly into a fresh module)."""
+    cfg = compose_cfg(["method=asgl_sg", *TINY], tmp_path)
+    trainer = _fit(cfg, 1)
+    assert trainer.optimizers[0].width.param_groups[0]["params"]  # a placeholder group
+    fresh = build_module(cfg)
+    assert set(trainer.lightning_module.state_dict()) == set(fresh.state_dict())
+    ckpt = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)
+    fresh.load_state_dict(ckpt["state_dict"])
+
+
 def test_method_rejects_other_neurons(tmp_path: Path) -> None:
     with pytest.raises(Exception, match="asgl_lif"):  # ConfigError (Hydra may wrap it)
         build_module(compose_cfg(["method=asgl", "method.neuron.kind=lif"], tmp_path))

@@ -198,11 +198,12 @@ class ASGLClassifier(SpikingClassifier):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step", "frequency": 1}}
 
     @property
-    def _no_width(self) -> nn.Parameter:
-        if not hasattr(self, "_dummy_width"):
-            # not registered on the module: a plain tensor Adam can hold, never in the state dict
-            self._dummy_width = nn.Parameter(torch.zeros(1, device=self.device))
-        return self._dummy_width
+    def _no_width(self) -> torch.Tensor:
+        """A placeholder for the width optimiser when nothing is learnable (SG baseline): a plain
+        tensor, so it is not registered on the module and never enters the state dict."""
+        if "_dummy_width" not in self.__dict__:
+            self.__dict__["_dummy_width"] = torch.zeros(1, device=self.device, requires_grad=True)
+        return self.__dict__["_dummy_width"]
 
     # ---- results ----------------------------------------------------------------------------
     def width_summary(self) -> dict[str, float]:
