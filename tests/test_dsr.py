@@ -38,8 +38,8 @@ from spikeforge.neurons.dsr import DSRIFNeuron, DSRLIFNeuron, dsr_weights, weigh
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
 os.environ.setdefault("SPIKEFORGE_ROOT", str(ROOT))
-QUIET = ["~callbacks.progress_bar", "~callbacks.model_summary", "+trainer.enable_progress_bar=false",
-         "+trainer.enable_model_summary=false", "logger=csv"]
+QUIET = ["~callbacks.progress_bar", "~callbacks.model_summary", "++trainer.enable_progress_bar=false",
+         "++trainer.enable_model_summary=false", "logger=csv"]
 
 
 def dsr_cfg(tmp_path: Path, *overrides: str) -> DictConfig:

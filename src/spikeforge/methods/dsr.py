@@ -33,6 +33,7 @@ from spikeforge.methods.base import SpikingClassifier
 from spikeforge.neurons import is_neuron
 from spikeforge.neurons.basic import ReLUNeuron
 from spikeforge.neurons.dsr import DSRLIFNeuron, DSRNeuron, weighted_rate
+from spikeforge.utils.checkpoints import load_matching, read_net_state_dict
 
 log = logging.getLogger("spikeforge")
 
@@ -242,23 +243,6 @@ def apply_thresholds(net: nn.Module, thresholds: dict[str, float]) -> dict[str, 
     return out
 
 
-def _read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"ANN checkpoint {path} does not exist; set method.init_from to the ANN run's "
-                              "checkpoints/last.ckpt (or best-*.ckpt)")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as e:
-        raise CheckpointError(f"cannot read ANN checkpoint {path} ({type(e).__name__})") from None
-    sd = ckpt.get("state_dict", ckpt) if isinstance(ckpt, dict) else None
-    if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
-        raise CheckpointError(f"{path} holds no state dict; pass a checkpoint written by src/train.py")
-    if any(k.startswith("net.") for k in sd):  # a Lightning checkpoint of a SpikingClassifier
-        sd = {k[4:]: v for k, v in sd.items() if k.startswith("net.")}
-    return sd
-
-
 def load_ann_weights(net: nn.Module, path: str | Path) -> int:
     """Copy the ANN's weights into ``net`` (the SNN of the same graph); returns the number of tensors loaded.
 
@@ -266,28 +250,9 @@ def load_ann_weights(net: nn.Module, path: str | Path) -> int:
     the checkpoint with the same shape and every checkpoint tensor has a place in ``net`` (a different graph
     would otherwise load silently).
     """
-    ann = _read_state_dict(path)
-    own = net.state_dict()
     thresholds = {f"{name}.v_threshold" for name in dsr_neurons(net)}
-    wanted = [k for k in own if k not in thresholds]
-    missing = [k for k in wanted if k not in ann]
-    unexpected = [k for k in ann if k not in own]
-    shape = [k for k in wanted if k in ann and ann[k].shape != own[k].shape]
-    matched = [k for k in wanted if k in ann and ann[k].shape == own[k].shape]
-    if not matched or missing or unexpected or shape:
-        def few(keys: list[str]) -> str:
-            return ", ".join(keys[:3]) + ("…" if len(keys) > 3 else "")
-
-        raise CheckpointError(
-            f"ANN checkpoint {path} does not fit the SNN: {len(matched)}/{len(wanted)} tensors matched; "
-            f"missing {len(missing)} ({few(missing)}), unexpected {len(unexpected)} ({few(unexpected)}), "
-            f"wrong shape {len(shape)} ({few(shape)}); train the ANN with the same model and data "
-            "(method=dsr_ann)"
-        )
-    result = net.load_state_dict({k: ann[k] for k in matched}, strict=False)
-    if sorted(result.missing_keys) != sorted(thresholds & set(own)) or result.unexpected_keys:
-        raise CheckpointError(f"loading {path} left {len(result.missing_keys)} tensors unset")
-    return len(matched)
+    return load_matching(net, read_net_state_dict(path, "method.init_from"), f"ANN checkpoint {path}",
+                         skip=thresholds, hint="train the ANN with the same model and data (method=dsr_ann)")
 
 
 def calibrate_checkpoint(
