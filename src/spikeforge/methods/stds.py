@@ -43,6 +43,7 @@ from spikeforge.layers.sparse import (
 )
 from spikeforge.methods.base import SpikingClassifier
 from spikeforge.methods.optim import split_decay
+from spikeforge.neurons import NeuronFactory
 
 GRAD_R_VARIANTS = {"adam": "adam", "adamw": "adam", "sgd": "sgd"}
 
@@ -78,6 +79,10 @@ class STDSClassifier(SpikingClassifier):
         export_sparse: bool = True,
         **kw: Any,
     ) -> None:
+        for key, value in (("flat_width", flat_width), ("alpha_gr", alpha_gr)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ConfigError(f"method.{key} must be a number (got {value!r}); set it on the command line, "
+                                  f"e.g. method.{key}=0.001")
         if sparse_function not in SPARSE_FUNCTIONS:
             raise ConfigError(f"unknown method.sparse_function {sparse_function!r}; "
                               f"choose one of: {', '.join(SPARSE_FUNCTIONS)}")
@@ -112,6 +117,12 @@ class STDSClassifier(SpikingClassifier):
         self._signs: list[tuple[torch.Tensor, torch.Tensor]] = []
         self.sparse_export: dict[str, Any] | None = None
         self.last_sparsity: dict[str, Any] = {}
+
+    def neuron_factory(self) -> NeuronFactory:
+        """As the base, but neuron keys set to null are left out (a recipe switching the method's LIF
+        to IF nulls ``tau`` and ``decay_input``)."""
+        cfg = {k: v for k, v in dict(self.hparams.neuron).items() if v is not None}
+        return NeuronFactory(cfg.pop("kind"), **cfg)
 
     # ---- schedule of D ----------------------------------------------------------------------
     @property
