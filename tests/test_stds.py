@@ -428,3 +428,26 @@ def test_digits_sparsity_and_accuracy_vs_dense(tmp_path: Path) -> None:
     assert dense["sparsity"] < 0.01
     assert sparse["test"]["test/acc1"] >= dense["test"]["test/acc1"] - 0.03
     assert math.isfinite(sparse["test"]["test/loss"])
+
+
+def test_plot_sparsity_script(tmp_path: Path) -> None:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("plot_sparsity", ROOT / "scripts" / "plot_sparsity.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    runs = [("identity", "sine", 0.1, 0.0, 0.97), ("stmod", "sine", 0.2, 0.9, 0.96), ("stmod", "sine", 0.4, 0.95, 0.93)]
+    for i, (fn, schedule, d, sp, acc) in enumerate(runs):
+        (tmp_path / str(i)).mkdir()
+        (tmp_path / str(i) / "results.json").write_text(json.dumps({
+            "sparse_function": fn, "schedule": schedule, "flat_width_final": d, "alpha_gr": 0.0,
+            "connectivity": 1 - sp, "sparsity": sp, "nonzeros": round(1000 * (1 - sp)), "test": {"test/acc1": acc},
+            "best_val_acc1": acc, "model": "convnet", "data": "digits"}))
+    (tmp_path / "3").mkdir()
+    (tmp_path / "3" / "results.json").write_text(json.dumps({"method": "bptt", "test": {}}))  # not STDS: ignored
+    assert mod.main([str(tmp_path)]) == 0
+    table = (tmp_path / "sparsity.md").read_text().splitlines()
+    assert len(table) == 2 + 3
+    assert "| 1 | stmod | sine | 0.200 | – | 10.00 | 100 | 96.00 |" in table
+    assert (tmp_path / "sparsity.png").stat().st_size > 1000
+    assert mod.main([str(tmp_path / "nothing")]) == 2
