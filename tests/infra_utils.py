@@ -122,15 +122,14 @@ class SignalAt(L.Callback):
 
 
 class PoisonAt(L.Callback):
-    """Make the model's first parameter NaN-producing at step ``step`` (a numerical fault)."""
+    """Fill the input batch of step ``step`` with NaN (a numerical fault in one batch)."""
 
     def __init__(self, step: int) -> None:
         self.step = step
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, idx: int) -> None:
         if trainer.global_step == self.step:
-            with torch.no_grad():
-                next(pl_module.parameters()).fill_(float("nan"))
+            batch[0].fill_(float("nan"))
 
 
 class DumpWeights(L.Callback):

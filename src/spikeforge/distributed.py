@@ -125,3 +125,20 @@ def teardown_process_group() -> None:
     """End the job's process group so the next job of a sweep starts a fresh one."""
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+
+
+# Lightning's launcher writes these into os.environ of rank 0; left behind, the next job of a sweep
+# would believe its ranks were started externally (LOCAL_RANK set) and wait for them forever.
+_LAUNCH_ENV = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE", CONFIG_ENV)
+
+
+def snapshot_launch_env() -> dict[str, str | None]:
+    return {k: os.environ.get(k) for k in _LAUNCH_ENV}
+
+
+def restore_launch_env(saved: dict[str, str | None]) -> None:
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v

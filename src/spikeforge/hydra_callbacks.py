@@ -41,6 +41,18 @@ def is_resuming(cfg: DictConfig, run_dir: Path) -> bool:
     return False
 
 
+def writable_or_raise(path: Path) -> None:
+    """The run directory can be created and written (checked on its nearest existing parent)."""
+    from spikeforge.errors import ConfigError
+
+    probe = path
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
+        raise ConfigError(f"cannot write the run directory {path} ({probe} is not a writable folder); "
+                          "set run_dir or paths.log_dir to a writable folder")
+
+
 class RunGuard(Callback):
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         if config.get("task_name") != "train" or os.environ.get("LOCAL_RANK", "0") not in ("", "0"):
@@ -57,7 +69,7 @@ class RunGuard(Callback):
         from spikeforge.config_schema import validate
         from spikeforge.distributed import check_external_launch, check_launcher
         from spikeforge.errors import ConfigError
-        from spikeforge.run import resume_checkpoint
+        from spikeforge.run import build_module, check_state_matches, resume_checkpoint
 
         task = OmegaConf.masked_copy(config, [k for k in config if k != "hydra"])
         with read_write(task), open_dict(task):
@@ -69,12 +81,15 @@ class RunGuard(Callback):
         check_external_launch(task, from_clock)
 
         run_dir = Path(str(config.hydra.run.dir))
+        writable_or_raise(run_dir)
         resuming = is_resuming(task, run_dir)
         if holds_run(run_dir) and not resuming:
             raise ConfigError(f"{run_dir} already holds a run; continue it with resume=auto run_dir={run_dir}, "
                               "or leave run_dir/hydra.run.dir unset to start a new run directory")
         if resuming:
-            resume_checkpoint(task, run_dir)  # raises if the checkpoint is missing/unreadable/mismatched
+            ckpt = resume_checkpoint(task, run_dir)  # raises if missing/unreadable/for another config
+            if ckpt is not None:
+                check_state_matches(build_module(task), ckpt)
             if holds_run(run_dir):
                 stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S-%f")
                 with read_write(config), open_dict(config):

@@ -194,10 +194,12 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     Every rank of a DDP job calls this with the same config (see :mod:`spikeforge.distributed`).
     A run continues from a checkpoint with ``ckpt_path=`` / ``resume=auto`` (:func:`resume_checkpoint`);
     a signal (SIGTERM/SIGUSR1) ends it with a checkpoint and :class:`TrainingInterrupted`."""
+    saved_env = distributed.snapshot_launch_env()
     try:
         return _train(cfg)
     finally:
         distributed.teardown_process_group()
+        distributed.restore_launch_env(saved_env)
 
 
 def _train(cfg: DictConfig) -> dict[str, Any]:
