@@ -73,12 +73,8 @@ def results(run_dir: Path) -> dict[str, Any]:
 
 def cli_in_process(args: list[str]) -> tuple[int, str]:
     """Run ``src/train.py args`` in this process (Hydra app and all); (exit code, stderr)."""
-    import importlib.util
+    import runpy
 
-    spec = importlib.util.spec_from_file_location("spikeforge_train_entry", ROOT / "src" / "train.py")
-    assert spec and spec.loader
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
     from hydra.core.global_hydra import GlobalHydra
 
     err = io.StringIO()
@@ -87,7 +83,7 @@ def cli_in_process(args: list[str]) -> tuple[int, str]:
     sys.argv = [str(ROOT / "src" / "train.py"), *args]
     try:
         with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
-            mod.main_or_child(mod.main, mod.train)
+            runpy.run_path(str(ROOT / "src" / "train.py"), run_name="__main__")
     except SystemExit as e:
         code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
     finally:

@@ -42,13 +42,23 @@ log = logging.getLogger("spikeforge")
 
 
 # ---- building blocks of a run ------------------------------------------------------------------
+def _instantiate(node: Any, **kw: Any) -> Any:
+    """``hydra.utils.instantiate`` that lets a user-facing error through unwrapped (one sentence)."""
+    try:
+        return hydra.utils.instantiate(node, **kw)
+    except InstantiationException as e:
+        if isinstance(e.__cause__, SpikeforgeError):
+            raise e.__cause__ from None
+        raise
+
+
 def build_datamodule(cfg: DictConfig) -> L.LightningDataModule:
-    return hydra.utils.instantiate(cfg.data, _convert_="all")
+    return _instantiate(cfg.data, _convert_="all")
 
 
 def build_module(cfg: DictConfig) -> L.LightningModule:
     """The method's LightningModule, given the model and the data's classes/channels."""
-    module = hydra.utils.instantiate(
+    module = _instantiate(
         cfg.method,
         model=OmegaConf.to_container(cfg.model, resolve=True),
         num_classes=cfg.data.num_classes,
