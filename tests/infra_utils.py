@@ -118,14 +118,20 @@ class SignalAt(L.Callback):
 
 
 class PoisonAt(L.Callback):
-    """Fill the input batch of step ``step`` with NaN (a numerical fault in one batch)."""
+    """Make the network output NaN during training step ``step`` only (a one-batch numerical fault)."""
 
     def __init__(self, step: int) -> None:
         self.step = step
+        self._hook: Any = None
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, idx: int) -> None:
         if trainer.global_step == self.step:
-            batch[0].fill_(float("nan"))
+            self._hook = pl_module.net.register_forward_hook(lambda m, i, o: o * float("nan"))
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
+        if self._hook is not None:
+            self._hook.remove()
+            self._hook = None
 
 
 class DumpWeights(L.Callback):

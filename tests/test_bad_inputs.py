@@ -59,7 +59,7 @@ CASES: list[tuple[str, list[str], int, str]] = [
     ("gpu on a cpu machine", ["trainer=gpu"], 2, r"^error: .*(gpu|GPU|CUDA)"),
     ("nonfinite action", ["reliability.nonfinite_loss=ignore"], 2, r"reliability.nonfinite_loss must be 'stop' or"),
     ("resume value", ["resume=yes"], 2, r"resume must be 'auto' or unset"),
-    ("missing checkpoint", ["ckpt_path=/nonexistent/last.ckpt"], 2, r"checkpoint /nonexistent/last.ckpt does not exist"),
+    ("missing checkpoint", ["ckpt_path=/nonexist/last.ckpt"], 2, r"checkpoint /nonexist/last.ckpt does not exist"),
     ("corrupt checkpoint", ["ckpt_path={corrupt}"], 2, r"cannot read checkpoint .*corrupt.ckpt .*truncated"),
     ("last without a run", ["ckpt_path=last"], 2, r"ckpt_path=last but .*last.ckpt does not exist"),
     ("reuse a run dir", ["run_dir={run}"], 2, r"already holds a run; continue it with resume=auto"),
