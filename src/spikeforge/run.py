@@ -82,10 +82,13 @@ def build_trainer(cfg: DictConfig, extra_callbacks: list[L.Callback] = ()) -> L.
     callbacks = _instantiate_all(cfg.get("callbacks")) + list(extra_callbacks)
     loggers = _instantiate_all(cfg.get("logger"))
     plugins: list[Any] = [AtomicCheckpointIO()]
+    extra: dict[str, Any] = {}
     if cfg.trainer.get("sync_batchnorm", False):
-        plugins.append(TimeSyncBatchNorm())
+        plugins.append(TimeSyncBatchNorm())  # replaces Lightning's own conversion (see plugins/sync_bn.py)
+        extra["sync_batchnorm"] = False
     try:
-        return hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=plugins)
+        return hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=plugins,
+                                       **extra)
     except InstantiationException as e:
         cause = e.__cause__ or e
         first = (str(cause).strip().splitlines() or [type(cause).__name__])[0]

@@ -11,6 +11,7 @@ modules are converted as usual.
 from __future__ import annotations
 
 import torch
+import torch.distributed as dist
 from lightning.pytorch.plugins.layer_sync import LayerSync
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
@@ -19,11 +20,33 @@ from spikeforge.errors import ConfigError
 
 
 class _SyncMixin:
-    process_group = None
-    _check_non_zero_input_channels = nn.SyncBatchNorm._check_non_zero_input_channels
+    """Batch statistics summed over all ranks with an autograd-aware all-reduce (works with gloo on
+    CPU, where ``torch.nn.SyncBatchNorm`` refuses to run, and with NCCL on GPUs)."""
 
     def _bn(self, x: torch.Tensor) -> torch.Tensor:
-        return nn.SyncBatchNorm.forward(self, x)  # type: ignore[arg-type]
+        if not (self.training and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+            return _BatchNorm.forward(self, x)  # type: ignore[arg-type]
+        from torch.distributed.nn.functional import all_reduce
+
+        c = x.shape[1]
+        dims = [0, *range(2, x.dim())]
+        xf = x.float()
+        local = torch.cat([xf.sum(dims), (xf * xf).sum(dims), xf.new_tensor([xf.numel() / c])])
+        total = all_reduce(local)
+        n = total[-1]
+        mean = total[:c] / n
+        var = (total[c : 2 * c] / n - mean * mean).clamp_min(0)
+        if self.track_running_stats:
+            with torch.no_grad():
+                self.num_batches_tracked.add_(1)
+                m = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
+                self.running_mean.mul_(1 - m).add_(mean.detach(), alpha=m)
+                self.running_var.mul_(1 - m).add_(var.detach() * n / (n - 1).clamp_min(1), alpha=m)
+        shape = [1, c] + [1] * (x.dim() - 2)
+        y = (xf - mean.view(shape)) * torch.rsqrt(var.view(shape) + self.eps)
+        if self.affine:
+            y = y * self.weight.view(shape) + self.bias.view(shape)
+        return y.to(x.dtype)
 
 
 _SYNC_CLASSES: dict[type, type] = {}
