@@ -57,6 +57,12 @@ class RunGuard(Callback):
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         if config.get("task_name") != "train" or os.environ.get("LOCAL_RANK", "0") not in ("", "0"):
             return
+        from spikeforge.distributed import global_rank
+
+        if global_rank() > 0:  # srun/torchrun rank > 0: rank 0 checks and writes the run directory
+            with read_write(config), open_dict(config):
+                config.hydra.output_subdir = None
+            return
         try:
             self._check(config)
         except SpikeforgeError as e:

@@ -220,7 +220,7 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
     validate(cfg)
     out_dir = _output_dir(cfg)
     ckpt_path = resume_checkpoint(cfg, out_dir)
-    if ckpt_path is None and not distributed.is_spawned_child() and (
+    if ckpt_path is None and not distributed.is_spawned_child() and distributed.global_rank() == 0 and (
         (out_dir / "results.json").exists() or last_checkpoint_path(out_dir).exists()
     ):
         raise ConfigError(f"{out_dir} already holds a run; continue it with resume=auto run_dir={out_dir}, "
