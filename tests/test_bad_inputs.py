@@ -17,8 +17,8 @@ def earlier(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """A finished tiny run (the directory every case must leave untouched) and a corrupt checkpoint."""
     base = tmp_path_factory.mktemp("bad_inputs")
     run = base / "earlier_run"
-    rc, err = cli_in_process([*TINY, "trainer.max_epochs=1", "+trainer.limit_train_batches=3",
-                              "+trainer.limit_val_batches=1", "+trainer.limit_test_batches=1", f"run_dir={run}"])
+    rc, err = cli_in_process([*TINY, "trainer.max_epochs=1", "++trainer.limit_train_batches=3",
+                              "++trainer.limit_val_batches=1", "++trainer.limit_test_batches=1", f"run_dir={run}"])
     assert rc == 0 and (run / "results.json").is_file(), err[-2000:]
     corrupt = base / "corrupt.ckpt"
     corrupt.write_bytes((run / "checkpoints" / "last.ckpt").read_bytes()[:1000])  # truncated

@@ -16,7 +16,7 @@ from spikeforge.callbacks.resume import ResumableSampler
 from spikeforge.plugins.checkpoint_io import AtomicCheckpointIO
 
 # 2 epochs of 12 batches, mid-epoch checkpoints every 5 steps, dropout so the RNG state matters
-SHORT = [*TINY, "+trainer.limit_train_batches=12", "+trainer.limit_val_batches=3", "+trainer.limit_test_batches=3",
+SHORT = [*TINY, "++trainer.limit_train_batches=12", "++trainer.limit_val_batches=3", "++trainer.limit_test_batches=3",
          "reliability.checkpoint_every_n_steps=5", "model.dropout=0.3"]
 
 
@@ -61,10 +61,13 @@ def test_sigkill_mid_step_resumes_exactly(reference: Path, tmp_path: Path) -> No
 
 def test_sigterm_checkpoints_and_stops(tmp_path: Path) -> None:
     run = tmp_path / "term"
-    r = run_train([*SHORT, f"run_dir={run}", "+callbacks.sig._target_=infra_utils.SignalAt", "+callbacks.sig.step=7"])
-    assert r.returncode == 0, r.stderr[-2000:]
-    assert "stopped by SIGTERM after step 8" in r.stderr
-    assert f"resume=auto run_dir={run}" in r.stderr
+    before = signal.getsignal(signal.SIGTERM)
+    # in this process: the handler installed for training turns the signal into a checkpoint and a stop
+    rc, err = cli_in_process([*SHORT, f"run_dir={run}", "+callbacks.sig._target_=infra_utils.SignalAt",
+                              "+callbacks.sig.step=7"])
+    assert rc == 0, err[-2000:]
+    assert "stopped by SIGTERM after step 8" in err and f"resume=auto run_dir={run}" in err
+    assert signal.getsignal(signal.SIGTERM) == before  # handlers restored after the run
     ckpt = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     assert ckpt["global_step"] == 8  # the batch in flight finished, then the checkpoint was taken
     assert not (run / "results.json").exists()

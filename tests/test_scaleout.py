@@ -16,8 +16,8 @@ from spikeforge.errors import ConfigError
 
 # one epoch of 10 global batches of 32; BN statistics are per process without SyncBN, so the DDP run
 # uses sync_batchnorm for the comparison with one process
-DDP = [*TINY, "trainer.max_epochs=1", "+trainer.limit_train_batches=10", "+trainer.limit_val_batches=2",
-       "+trainer.limit_test_batches=2", "reliability.checkpoint_every_n_steps=0"]
+DDP = [*TINY, "trainer.max_epochs=1", "++trainer.limit_train_batches=10", "++trainer.limit_val_batches=2",
+       "++trainer.limit_test_batches=2", "reliability.checkpoint_every_n_steps=0"]
 
 
 def dumped(dirpath: Path) -> dict[str, dict]:

@@ -28,6 +28,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from spikeforge import resolvers  # noqa: F401  (registers ${sf.or:...})
 from spikeforge.errors import ConfigError
 
 # ---- constraints --------------------------------------------------------------------------------
@@ -325,11 +326,3 @@ def validate(cfg: DictConfig) -> None:
         for check in _METHOD_CHECKS.get(str(name), []):
             check(cfg)
 
-
-def _first_set(value: Any, fallback: Any) -> Any:
-    """``${sf.or:${oc.select:run_dir,null},<default>}``: the value, or the fallback when unset."""
-    return fallback if value in (None, "", "null") else value
-
-
-if not OmegaConf.has_resolver("sf.or"):
-    OmegaConf.register_new_resolver("sf.or", _first_set)

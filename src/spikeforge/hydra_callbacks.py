@@ -22,6 +22,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
+from spikeforge import resolvers  # noqa: F401  (${sf.or:...} in hydra.run.dir)
 from spikeforge.errors import SpikeforgeError
 
 
