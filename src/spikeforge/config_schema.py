@@ -106,7 +106,8 @@ class OptimizerSchema:
     momentum: float = rule(_Rule(lo=0, hi=1), 0.9)
 
 
-_PRECISIONS = ("32-true", "32", "16-mixed", "bf16-mixed", "bf16-true", "16-true", "64-true", "64", "transformer-engine")
+_PRECISIONS = ("32-true", "32", "16-mixed", "16", "bf16-mixed", "bf16", "bf16-true", "16-true", "64-true", "64",
+               "transformer-engine")
 
 
 @dataclass

@@ -75,7 +75,10 @@ def is_spawned_child() -> bool:
 
 def export_job_config(cfg: DictConfig) -> None:
     """Called by rank 0 before fitting: children started from now on train this resolved config."""
-    os.environ[CONFIG_ENV] = OmegaConf.to_yaml(cfg, resolve=True)
+    if _uses_subprocess_ddp(cfg):
+        os.environ[CONFIG_ENV] = OmegaConf.to_yaml(cfg, resolve=True)
+    else:
+        os.environ.pop(CONFIG_ENV, None)
 
 
 def child_config() -> DictConfig:
@@ -86,9 +89,17 @@ def _uses_subprocess_ddp(cfg: DictConfig) -> bool:
     tr = cfg.get("trainer") or {}
     strategy = str(tr.get("strategy", "auto"))
     devices = tr.get("devices", 1)
-    n = len(devices) if isinstance(devices, (list, tuple)) else (devices if isinstance(devices, int) else 1)
+    if isinstance(devices, (list, tuple)):
+        n = len(devices)
+    elif isinstance(devices, int) and devices >= 0:
+        n = devices
+    elif isinstance(devices, str) and devices.replace(",", "").strip().isdigit():
+        n = len([d for d in devices.split(",") if d.strip()]) if "," in devices else int(devices)
+    else:  # "auto" / -1: every visible device
+        n = 2
     return (
-        strategy.startswith("ddp")
+        # strategy=auto picks "ddp" for several devices (Lightning 2.6 _choose_strategy)
+        (strategy == "auto" or strategy.startswith("ddp"))
         and "spawn" not in strategy
         and "fork" not in strategy
         and (n > 1 or int(tr.get("num_nodes", 1) or 1) > 1)
