@@ -182,3 +182,20 @@ def test_sigterm_then_resume_matches_uninterrupted(reference: Path, tmp_path: Pa
     r = run_train([*SHORT, f"run_dir={run}", "ckpt_path=last"])
     assert r.returncode == 0, r.stderr[-3000:]
     assert_same_run(reference, run)
+
+
+@pytest.mark.slow
+def test_ddp_cpu_sigkill_resume_exact(tmp_path: Path) -> None:
+    """Two gloo ranks, killed inside a step and resumed: the same weights as an uninterrupted DDP run
+    (every rank's RNG state and sampler position come back)."""
+    args = [*SHORT, "trainer=ddp_cpu", "trainer.devices=2", "data.batch_size=16"]
+    ref = tmp_path / "ref"
+    r = run_train([*args, f"run_dir={ref}"], timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    run = tmp_path / "killed"
+    r = run_train([*args, f"run_dir={run}", "+callbacks.kill._target_=infra_utils.KillAt", "+callbacks.kill.step=17"],
+                  timeout=600)
+    assert r.returncode != 0 and not (run / "results.json").exists()
+    r = run_train([*args, f"run_dir={run}", "resume=auto"], timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert_same_run(ref, run)

@@ -168,8 +168,8 @@ def set_rng_states(states: dict[str, Any]) -> None:
 
 
 class RNGStateCallback(L.Callback):
-    """Saves the global RNG states (per rank) in checkpoints; on resume restores them before the first
-    training batch and makes the :class:`ResumableSampler` skip the batches already trained."""
+    """Saves the global RNG states of every rank in checkpoints; on resume restores them before the
+    first training batch and makes the :class:`ResumableSampler` skip the batches already trained."""
 
     def __init__(self) -> None:
         self._pending: dict[str, Any] | None = None
@@ -179,13 +179,18 @@ class RNGStateCallback(L.Callback):
         return "RNGStateCallback"
 
     def state_dict(self) -> dict[str, Any]:
-        return {"rng": collect_rng_states(), "rank": _rank()}
+        # Lightning dumps checkpoints on every rank (rank 0 writes): gather every rank's states
+        states = collect_rng_states()
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            gathered: list[Any] = [None] * dist.get_world_size()
+            dist.all_gather_object(gathered, states)
+            return {"per_rank": gathered}
+        return {"per_rank": [states]}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        # every rank saved its own states only on rank 0's file: other ranks keep theirs (per-rank
-        # noise streams are derived from the seed and rank by spikeforge.utils.seeding instead).
-        if state_dict.get("rank", 0) == _rank():
-            self._pending = state_dict.get("rng")
+        per_rank = state_dict.get("per_rank", [])
+        if _rank() < len(per_rank):  # a run resumed on more ranks than it had keeps the seeded states
+            self._pending = per_rank[_rank()]
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         sampler, batch_size = find_resumable_sampler(trainer)
