@@ -191,7 +191,7 @@ def _output_dir(cfg: DictConfig) -> Path:
     out = Path(cfg.paths.output_dir)
     try:
         out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".write_test"
+        probe = out / f".write_test_{os.getpid()}"  # one per rank: ranks share the directory
         probe.touch()
         probe.unlink()
     except OSError as e:
