@@ -270,6 +270,9 @@ def validate(cfg: DictConfig) -> None:
             f"the config cannot be resolved ({msg}); check the value you passed on the command line"
         ) from None
     assert isinstance(c, dict)
+    T = c.get("T")
+    if T is not None and not POSITIVE_INT.ok(T):
+        raise ConfigError(f"T must be a positive number of time steps (got T={T}); e.g. T=4")
     _check_dataclass("", {k: c.get(k) for k in ("T", "seed") if k in c}, RunSchema, strict=False)
     if isinstance(c.get("data"), dict):
         _check_dataclass("data", c["data"], DataSchema, strict=False)

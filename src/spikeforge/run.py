@@ -225,6 +225,9 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
     ):
         raise ConfigError(f"{out_dir} already holds a run; continue it with resume=auto run_dir={out_dir}, "
                           "or leave run_dir unset to start a new run directory")
+    if ckpt_path is not None:  # methods see the checkpoint they resume from (e.g. to skip initialisations)
+        with open_dict(cfg):
+            cfg.ckpt_path = ckpt_path
     L.seed_everything(cfg.seed, workers=True)
     _prepare_wandb(cfg)
 
