@@ -11,6 +11,7 @@ sys.path.insert(0, str(ROOT / "src"))
 import hydra  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
+from spikeforge.cli import one_line_errors  # noqa: E402
 from spikeforge.run import evaluate, run_cli  # noqa: E402
 
 
@@ -20,4 +21,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    one_line_errors()
     main()

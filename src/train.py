@@ -11,6 +11,7 @@ sys.path.insert(0, str(ROOT / "src"))
 import hydra  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
+from spikeforge.cli import main_or_child  # noqa: E402
 from spikeforge.run import run_cli, train  # noqa: E402
 
 
@@ -21,4 +22,4 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
-    main()
+    main_or_child(main, train)

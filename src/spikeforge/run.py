@@ -19,11 +19,23 @@ from typing import Any
 import hydra
 import lightning as L
 import torch
+from hydra.errors import InstantiationException
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from spikeforge import distributed
 from spikeforge.callbacks.cost import CostMonitor
+from spikeforge.callbacks.reliability import (
+    NonFiniteLossGuard,
+    PreemptionHandler,
+    StepCheckpoint,
+    TrainingInterrupted,
+    last_checkpoint_path,
+)
+from spikeforge.callbacks.resume import RNGStateCallback, make_resumable
+from spikeforge.config_schema import validate
 from spikeforge.errors import CheckpointError, ConfigError, SpikeforgeError
+from spikeforge.plugins import AtomicCheckpointIO, TimeSyncBatchNorm
 from spikeforge.utils.io import atomic_write_json
 from spikeforge.utils.opcount import batch_inference_cost
 
@@ -31,13 +43,23 @@ log = logging.getLogger("spikeforge")
 
 
 # ---- building blocks of a run ------------------------------------------------------------------
+def _instantiate(node: Any, **kw: Any) -> Any:
+    """``hydra.utils.instantiate`` that lets a user-facing error through unwrapped (one sentence)."""
+    try:
+        return hydra.utils.instantiate(node, **kw)
+    except InstantiationException as e:
+        if isinstance(e.__cause__, SpikeforgeError):
+            raise e.__cause__ from None
+        raise
+
+
 def build_datamodule(cfg: DictConfig) -> L.LightningDataModule:
-    return hydra.utils.instantiate(cfg.data, _convert_="all")
+    return _instantiate(cfg.data, _convert_="all")
 
 
 def build_module(cfg: DictConfig) -> L.LightningModule:
     """The method's LightningModule, given the model and the data's classes/channels."""
-    module = hydra.utils.instantiate(
+    module = _instantiate(
         cfg.method,
         model=OmegaConf.to_container(cfg.model, resolve=True),
         num_classes=cfg.data.num_classes,
@@ -57,9 +79,86 @@ def _instantiate_all(group: DictConfig | None) -> list[Any]:
 
 
 def build_trainer(cfg: DictConfig, extra_callbacks: list[L.Callback] = ()) -> L.Trainer:
+    """Trainer with the configured callbacks/loggers, atomic checkpoint writes and (with
+    ``trainer.sync_batchnorm``) a SyncBatchNorm that understands time-major norms."""
     callbacks = _instantiate_all(cfg.get("callbacks")) + list(extra_callbacks)
     loggers = _instantiate_all(cfg.get("logger"))
-    return hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    plugins: list[Any] = [AtomicCheckpointIO()]
+    extra: dict[str, Any] = {}
+    if cfg.trainer.get("sync_batchnorm", False):
+        plugins.append(TimeSyncBatchNorm())  # replaces Lightning's own conversion (see plugins/sync_bn.py)
+        extra["sync_batchnorm"] = False
+    try:
+        return hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=plugins,
+                                       **extra)
+    except InstantiationException as e:
+        cause = e.__cause__ or e
+        first = (str(cause).strip().splitlines() or [type(cause).__name__])[0]
+        raise ConfigError(f"invalid trainer settings ({first}); see conf/trainer/*.yaml for valid values") from None
+
+
+def reliability_callbacks(cfg: DictConfig, out_dir: Path) -> list[L.Callback]:
+    """Exact-resume, mid-epoch checkpoint, preemption and non-finite-loss callbacks (``reliability.*``)."""
+    rel = cfg.get("reliability") or {}
+    ckpt_dir = out_dir / "checkpoints"
+    cbs: list[L.Callback] = [RNGStateCallback()]
+    if int(rel.get("checkpoint_every_n_steps", 0) or 0) > 0:
+        cbs.append(StepCheckpoint(ckpt_dir, int(rel.checkpoint_every_n_steps)))
+    if rel.get("handle_signals", True):
+        cbs.append(PreemptionHandler(ckpt_dir, requeue=bool(rel.get("requeue", True))))
+    cbs.append(NonFiniteLossGuard(str(rel.get("nonfinite_loss", "stop")), last_checkpoint_path(out_dir)))
+    return cbs
+
+
+def resume_checkpoint(cfg: DictConfig, run_dir: str | Path) -> str | None:
+    """The checkpoint this run continues from, or None for a fresh start.
+
+    ``ckpt_path=last``: ``<run dir>/checkpoints/last.ckpt`` (must exist); ``ckpt_path=<file>``: that
+    file; ``resume=auto``: ``last.ckpt`` of the run directory if there is one (requeued jobs).
+    The checkpoint must be readable and written for the same method, model and data."""
+    ckpt, last = cfg.get("ckpt_path"), last_checkpoint_path(run_dir)
+    if ckpt == "last":
+        if not last.is_file():
+            raise CheckpointError(f"ckpt_path=last but {last} does not exist; point run_dir=<the run's directory> "
+                                  "at the run to continue")
+        path: Path | None = last
+    elif ckpt:
+        path = Path(str(ckpt))
+    elif cfg.get("resume") == "auto":
+        path = last if last.is_file() else None
+    else:
+        return None
+    if path is None:
+        return None
+    saved = load_checkpoint(path, mmap=True)
+    old = saved["spikeforge_config"]
+    for group in ("method", "model", "data"):
+        was, now = (old.get(group) or {}).get("name"), cfg[group].get("name")
+        if was != now:
+            raise CheckpointError(f"checkpoint {path} was written for {group}={was}, not {group}={now}; "
+                                  f"resume with {group}={was} or start a new run without ckpt_path/resume")
+    if "loops" not in saved or "optimizer_states" not in saved:
+        raise CheckpointError(f"{path} holds weights only, not a training state; resume from a checkpoint "
+                              "written during training (checkpoints/last.ckpt)")
+    return str(path)
+
+
+def check_state_matches(module: L.LightningModule, ckpt_path: str) -> None:
+    """Parameter names and shapes of the checkpoint equal the module's (one-sentence error if not)."""
+    state = torch.load(ckpt_path, map_location="cpu", weights_only=False, mmap=True)["state_dict"]
+    mine = module.state_dict()
+    for key, value in mine.items():
+        if key not in state:
+            raise CheckpointError(f"checkpoint {ckpt_path} does not match this model (no {key!r}); resume with "
+                                  "the run's own config (T, model, method settings)")
+        if tuple(state[key].shape) != tuple(value.shape):
+            raise CheckpointError(f"checkpoint {ckpt_path} does not match this model ({key} has shape "
+                                  f"{tuple(state[key].shape)}, the model {tuple(value.shape)}); resume with the "
+                                  "run's own config")
+    extra = sorted(set(state) - set(mine))
+    if extra:
+        raise CheckpointError(f"checkpoint {ckpt_path} does not match this model (unexpected {extra[0]!r}); "
+                              "resume with the run's own config")
 
 
 def git_commit(root: str | Path) -> str | None:
@@ -94,7 +193,7 @@ def _output_dir(cfg: DictConfig) -> Path:
     out = Path(cfg.paths.output_dir)
     try:
         out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".write_test"
+        probe = out / f".write_test_{os.getpid()}"  # one per rank: ranks share the directory
         probe.touch()
         probe.unlink()
     except OSError as e:
@@ -105,19 +204,46 @@ def _output_dir(cfg: DictConfig) -> Path:
 
 # ---- train -------------------------------------------------------------------------------------
 def train(cfg: DictConfig) -> dict[str, Any]:
-    """Fit on the training split, select on validation, test the best checkpoint; write results.json."""
+    """Fit on the training split, select on validation, test the best checkpoint; write results.json.
+
+    Every rank of a DDP job calls this with the same config (see :mod:`spikeforge.distributed`).
+    A run continues from a checkpoint with ``ckpt_path=`` / ``resume=auto`` (:func:`resume_checkpoint`);
+    a signal (SIGTERM/SIGUSR1) ends it with a checkpoint and :class:`TrainingInterrupted`."""
+    saved_env = distributed.snapshot_launch_env()
+    try:
+        return _train(cfg)
+    finally:
+        distributed.teardown_process_group()
+        distributed.restore_launch_env(saved_env)
+
+
+def _train(cfg: DictConfig) -> dict[str, Any]:
     start = time.perf_counter()
+    validate(cfg)
     out_dir = _output_dir(cfg)
+    ckpt_path = resume_checkpoint(cfg, out_dir)
+    if ckpt_path is None and not distributed.is_spawned_child() and distributed.global_rank() == 0 and (
+        (out_dir / "results.json").exists() or last_checkpoint_path(out_dir).exists()
+    ):
+        raise ConfigError(f"{out_dir} already holds a run; continue it with resume=auto run_dir={out_dir}, "
+                          "or leave run_dir unset to start a new run directory")
+    if ckpt_path is not None:  # methods see the checkpoint they resume from (e.g. to skip initialisations)
+        with open_dict(cfg):
+            cfg.ckpt_path = ckpt_path
     L.seed_everything(cfg.seed, workers=True)
     _prepare_wandb(cfg)
 
-    datamodule = build_datamodule(cfg)
+    datamodule = make_resumable(build_datamodule(cfg), int(cfg.seed))
     module = build_module(cfg)
+    if ckpt_path is not None:
+        check_state_matches(module, ckpt_path)
     cost = CostMonitor()
-    trainer = build_trainer(cfg, [cost])
+    trainer = build_trainer(cfg, [cost, *reliability_callbacks(cfg, out_dir)])
     n_params = sum(p.numel() for p in module.parameters())
 
-    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    if not distributed.is_spawned_child():
+        distributed.export_job_config(cfg)  # DDP ranks started by Lightning train exactly this config
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=False)
     val_metrics = {k: _scalar(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
 
     ckpt_cb = next((c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)), None)
@@ -163,6 +289,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "git_commit": git_commit(cfg.paths.root_dir),
         "versions": {"torch": torch.__version__, "lightning": L.__version__, "python": platform.python_version()},
         "output_dir": str(out_dir),
+        "resumed_from": ckpt_path,
+        "world_size": trainer.world_size,
+        "precision": str(cfg.trainer.get("precision")),
+        "nonfinite_batches_skipped": next((c.skipped for c in trainer.callbacks
+                                           if isinstance(c, NonFiniteLossGuard)), 0),
     }
     if trainer.is_global_zero:
         atomic_write_json(out_dir / "results.json", results)
@@ -172,12 +303,12 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
 
 # ---- eval --------------------------------------------------------------------------------------
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
+def load_checkpoint(path: str | Path, mmap: bool = False) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist; pass ckpt_path=<run dir>/checkpoints/last.ckpt")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        ckpt = torch.load(path, map_location="cpu", weights_only=False, mmap=mmap)
     except Exception as e:
         raise CheckpointError(f"cannot read checkpoint {path} ({type(e).__name__}); "
                               "it is truncated or not a spikeforge/Lightning checkpoint") from None
@@ -238,8 +369,19 @@ def print_summary(results: dict[str, Any]) -> None:
 def run_cli(fn: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
     """Run ``fn(cfg)``; a :class:`SpikeforgeError` becomes one line on stderr and a non-zero exit
     (the full trace with ``HYDRA_FULL_ERROR=1``)."""
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
+
     try:
         return fn(cfg)
+    except TrainingInterrupted as e:  # a clean stop with a checkpoint, not an error
+        print(str(e), file=sys.stderr)
+        sys.exit(e.exit_code)
+    except MisconfigurationException as e:  # Lightning's verdict on trainer settings
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        first = (str(e).strip().splitlines() or ["invalid trainer settings"])[0]
+        print(f"error: {first} (see conf/trainer/*.yaml)", file=sys.stderr)
+        sys.exit(2)
     except Exception as e:
         user_error = user_error_in(e)
         if user_error is None or os.environ.get("HYDRA_FULL_ERROR") == "1":

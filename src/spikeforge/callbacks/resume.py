@@ -1,0 +1,220 @@
+"""Exact resume: a training sampler that can restart mid-epoch, and RNG states in checkpoints.
+
+Lightning 2.6 restores the loop counters (epoch, batches done in the epoch, global step), optimisers,
+schedulers and callback states from a checkpoint, but a plain shuffling ``DataLoader`` restarts the
+epoch from a new random permutation, and the global RNGs (torch, CUDA, numpy, ``random``) are not
+saved. Two pieces close the gap:
+
+- :class:`ResumableSampler` — a ``DistributedSampler`` (so Lightning leaves it alone under DDP) whose
+  permutation depends only on ``(seed, epoch)`` and which, on resume, skips the samples of the batches
+  the restored loop has already counted (``skip_batches``). It shards like ``DistributedSampler``
+  (padding to an equal count per rank) and is used for the training split only.
+  :func:`make_resumable` wraps a datamodule's ``train_dataloader`` with it, and gives every loader of
+  the datamodule its own ``torch.Generator`` so creating a loader iterator never draws from the global
+  RNG (otherwise validation would shift the RNG stream of the following training batches).
+- :class:`RNGStateCallback` — stores the global RNG states in every checkpoint and restores them right
+  before the first training batch after a resume, i.e. at the same point of the RNG stream where the
+  interrupted run saved them (the end of the previous training batch).
+
+Together: a CPU run with a fixed seed, killed at any point and resumed from its last checkpoint,
+reproduces the uninterrupted run exactly as long as loading a batch draws no random numbers (true for
+``digits`` and any dataset without random augmentation; with random augmentation the resumed epoch sees
+the same samples in the same order, with other random crops/flips).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Iterator
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, SequentialSampler
+
+# ---- sampler ------------------------------------------------------------------------------------
+
+
+class ResumableSampler(DistributedSampler):
+    """Seeded (``seed``, ``epoch``) permutation, sharded over ranks, able to start mid-epoch.
+
+    ``set_epoch`` is called by Lightning before every epoch; ``skip_batches(n, batch_size)`` is set by
+    :class:`RNGStateCallback`/``spikeforge.run`` when the fit loop restarts mid-epoch and applies to the
+    next iteration only.
+    """
+
+    def __init__(self, dataset: Any, shuffle: bool = True, seed: int = 0, drop_last: bool = False) -> None:
+        if dist.is_available() and dist.is_initialized():
+            num_replicas, rank = dist.get_world_size(), dist.get_rank()
+        else:
+            num_replicas, rank = 1, 0
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed,
+                         drop_last=drop_last)
+        self._skip = 0
+
+    def skip_batches(self, batches: int, batch_size: int) -> None:
+        self._skip = max(int(batches), 0) * int(batch_size)
+
+    def __iter__(self) -> Iterator[int]:
+        n = len(self.dataset)  # type: ignore[arg-type]
+        if self.shuffle:
+            g = torch.Generator()
+            g.manual_seed(self.seed + self.epoch)
+            indices = torch.randperm(n, generator=g).tolist()
+        else:
+            indices = list(range(n))
+        if not self.drop_last:  # pad to a multiple of num_replicas (DistributedSampler semantics)
+            pad = self.total_size - len(indices)
+            indices += (indices * math.ceil(pad / max(len(indices), 1)))[:pad]
+        else:
+            indices = indices[: self.total_size]
+        indices = indices[self.rank : self.total_size : self.num_replicas]
+        skip, self._skip = self._skip, 0
+        return iter(indices[skip:])
+
+
+def _loader_generator(seed: int) -> torch.Generator:
+    g = torch.Generator()
+    g.manual_seed(seed)
+    return g
+
+
+def _rebuild(dl: DataLoader, sampler: Any, generator: torch.Generator) -> DataLoader:
+    return DataLoader(
+        dl.dataset,
+        batch_size=dl.batch_size,
+        sampler=sampler,
+        num_workers=dl.num_workers,
+        collate_fn=dl.collate_fn,
+        pin_memory=dl.pin_memory,
+        drop_last=dl.drop_last,
+        timeout=dl.timeout,
+        worker_init_fn=dl.worker_init_fn,
+        persistent_workers=dl.persistent_workers,
+        prefetch_factor=dl.prefetch_factor if dl.num_workers > 0 else None,
+        generator=generator,
+    )
+
+
+def resumable_loader(dl: Any, seed: int) -> Any:
+    """``dl`` with a :class:`ResumableSampler` (training) — returned unchanged when it is not a plain
+    map-style ``DataLoader`` with a random or sequential sampler and an integer batch size."""
+    if not isinstance(dl, DataLoader) or dl.batch_size is None:
+        return dl
+    if isinstance(dl.sampler, RandomSampler):
+        shuffle = True
+    elif isinstance(dl.sampler, SequentialSampler):
+        shuffle = False
+    else:
+        return dl
+    sampler = ResumableSampler(dl.dataset, shuffle=shuffle, seed=seed, drop_last=dl.drop_last)
+    return _rebuild(dl, sampler, _loader_generator(seed))
+
+
+def _own_generator(dl: Any, seed: int) -> Any:
+    """Evaluation loader whose iterator creation draws from its own generator, not the global RNG."""
+    if not isinstance(dl, DataLoader) or dl.generator is not None or dl.batch_size is None:
+        return dl
+    if not isinstance(dl.sampler, SequentialSampler):
+        return dl
+    return _rebuild(dl, dl.sampler, _loader_generator(seed))
+
+
+def make_resumable(datamodule: L.LightningDataModule, seed: int) -> L.LightningDataModule:
+    """Wrap the datamodule's loader hooks in place (see module docstring); returns it."""
+    train_fn = datamodule.train_dataloader
+    datamodule.train_dataloader = lambda: resumable_loader(train_fn(), seed)  # type: ignore[method-assign]
+    for i, stage in enumerate(("val_dataloader", "test_dataloader"), start=1):
+        fn = getattr(datamodule, stage)
+        setattr(datamodule, stage, lambda fn=fn, i=i: _own_generator(fn(), seed + 1000 * i))
+    return datamodule
+
+
+def find_resumable_sampler(trainer: L.Trainer) -> tuple[ResumableSampler | None, int]:
+    """The training loader's :class:`ResumableSampler` and batch size, if there is one."""
+    loader = trainer.fit_loop._combined_loader
+    if loader is None:
+        return None, 0
+    for dl in loader.flattened:
+        sampler = getattr(dl, "sampler", None)
+        if isinstance(sampler, ResumableSampler):
+            return sampler, int(dl.batch_size or 0)
+    return None, 0
+
+
+# ---- RNG states ---------------------------------------------------------------------------------
+
+
+def collect_rng_states() -> dict[str, Any]:
+    states: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": np.random.get_state(),
+        "python": random.getstate(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def set_rng_states(states: dict[str, Any]) -> None:
+    torch.set_rng_state(states["torch"])
+    np.random.set_state(states["numpy"])
+    random.setstate(states["python"])
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
+class RNGStateCallback(L.Callback):
+    """Saves the global RNG states of every rank in checkpoints; on resume restores them before the
+    first training batch and makes the :class:`ResumableSampler` skip the batches already trained."""
+
+    def __init__(self) -> None:
+        self._pending: dict[str, Any] | None = None
+
+    @property
+    def state_key(self) -> str:
+        return "RNGStateCallback"
+
+    def state_dict(self) -> dict[str, Any]:
+        # Lightning dumps checkpoints on every rank (rank 0 writes): gather every rank's states
+        states = collect_rng_states()
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            gathered: list[Any] = [None] * dist.get_world_size()
+            dist.all_gather_object(gathered, states)
+            return {"per_rank": gathered}
+        return {"per_rank": [states]}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        per_rank = state_dict.get("per_rank", [])
+        if _rank() < len(per_rank):  # a run resumed on more ranks than it had keeps the seeded states
+            self._pending = per_rank[_rank()]
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        sampler, batch_size = find_resumable_sampler(trainer)
+        # checkpoints are taken in on_train_batch_end, where `processed` already counts that batch
+        done = trainer.fit_loop.epoch_loop.batch_progress.current.processed
+        if sampler is not None and 0 < done < trainer.num_training_batches:
+            # the restored loop continues at batch `done` of this epoch: skip what was trained
+            sampler.set_epoch(trainer.current_epoch)
+            sampler.skip_batches(done, batch_size)
+            _restart_iterator(trainer)
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any,
+                             batch_idx: int) -> None:
+        if self._pending is not None:
+            set_rng_states(self._pending)
+            self._pending = None
+
+
+def _restart_iterator(trainer: L.Trainer) -> None:
+    """Re-create the fit loop's training iterator so a changed sampler position takes effect."""
+    fetcher = trainer.fit_loop._data_fetcher
+    if fetcher is not None:
+        iter(fetcher)
+
+
+def _rank() -> int:
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0

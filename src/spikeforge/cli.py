@@ -1,0 +1,94 @@
+"""Entry-point plumbing shared by ``src/train.py`` and ``src/eval.py``.
+
+- :func:`one_line_errors` makes Hydra's own errors (unknown group option, misspelt key, bad override
+  syntax, missing value) one line on stderr with exit code 2, like every :class:`SpikeforgeError`
+  (full traces with ``HYDRA_FULL_ERROR=1``).
+- :func:`main_or_child` runs the Hydra app, or — in a DDP rank process that Lightning started for a
+  job — trains the job's resolved config without re-parsing the command line
+  (see :mod:`spikeforge.distributed`).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from spikeforge.errors import SpikeforgeError
+
+_HYDRA_HINT = "Set the environment variable HYDRA_FULL_ERROR=1 for a complete stack trace."
+
+
+def summarize_hydra_error(ex: BaseException) -> str:
+    """One sentence from a Hydra/OmegaConf composition error."""
+    text = str(ex).replace(_HYDRA_HINT, "").strip()
+    m = re.search(r"Could not find '([^']+)/([^']+)'.*?Available options in '[^']+':\s*(.*?)(?:\n\S|\Z)", text, re.S)
+    if m:
+        group, option, avail = m.group(1), m.group(2), m.group(3)
+        options = ", ".join(o.strip() for o in avail.split("\n") if o.strip())
+        return f"unknown {group} option {option!r}; choose one of: {options}"
+    m = re.search(r"Could not override '([^']+)'\.\s*To append to your config use \+(\S+)", text)
+    if m:
+        key = m.group(1)
+        return (
+            f"unknown config key {key!r} (misspelt?); check the name with `python src/train.py --cfg job`, "
+            f"or add a new key with +{m.group(2)}"
+        )
+    m = re.search(r"Key '([^']+)' (?:is not in struct|not in)", text)
+    if m:
+        return f"unknown config key {m.group(1)!r} (misspelt?); check the name with `python src/train.py --cfg job`"
+    m = re.search(r"Missing mandatory value: (\S+)", text)
+    if m:
+        return f"missing value for {m.group(1)}; pass {m.group(1)}=<value> on the command line"
+    if "mismatched input" in text or "no viable alternative" in text or "extraneous input" in text:
+        first = text.splitlines()[0]
+        return f"cannot parse the command line ({first}); write overrides as key=value"
+    if ex.__cause__ is not None and str(ex.__cause__).strip():
+        cause = str(ex.__cause__).strip().splitlines()[0]
+        text = f"{text.splitlines()[0] if text else ''} {cause}".strip()
+    lines = [
+        ln.strip()
+        for ln in text.splitlines()
+        if ln.strip() and not ln.strip().startswith(("full_key", "object_type", "reference_type"))
+    ]
+    return " ".join(lines)[:400] or type(ex).__name__
+
+
+def _report(ex: BaseException) -> None:
+    if isinstance(ex, SpikeforgeError):
+        print(f"error: {ex}", file=sys.stderr)
+        sys.exit(ex.exit_code)
+    print(f"error: {summarize_hydra_error(ex)}", file=sys.stderr)
+    sys.exit(2)
+
+
+def one_line_errors() -> None:
+    """Replace Hydra's error reporter (the one place Hydra prints exceptions) with a one-liner."""
+    import hydra._internal.utils as hu
+
+    if getattr(hu.run_and_report, "_spikeforge", False):
+        return
+
+    def run_and_report(func: Any) -> Any:
+        try:
+            return func()
+        except Exception as ex:
+            if os.environ.get("HYDRA_FULL_ERROR") == "1":
+                raise
+            _report(ex)
+
+    run_and_report._spikeforge = True  # type: ignore[attr-defined]
+    hu.run_and_report = run_and_report
+
+
+def main_or_child(hydra_main: Callable[[], Any], fn: Callable[[Any], Any]) -> Any:
+    """``hydra_main()`` normally; in a Lightning-started DDP rank, ``fn(job config)`` directly."""
+    from spikeforge.distributed import child_config, is_spawned_child
+    from spikeforge.run import run_cli
+
+    if is_spawned_child():
+        return run_cli(fn, child_config())
+    one_line_errors()
+    return hydra_main()

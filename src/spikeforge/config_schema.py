@@ -1,0 +1,332 @@
+"""Structured validation of a composed run config: one clear sentence per mistake.
+
+Three layers, checked in this order before anything is built or written:
+
+1. **Common schema**: dataclasses for the keys every run has (``T``, ``seed``, ``data.*``,
+   ``method.optimizer.*``, ``trainer.*``, ``reliability.*``); they are registered in Hydra's
+   ``ConfigStore`` under ``schema/*`` so they can also be used as Hydra defaults. Each field carries
+   its constraint (``_Rule``), so the message names the key, the bad value and the valid range.
+2. **Per-method schemas**: a method module registers a dataclass for its own keys with
+   :func:`register_method_schema` (``@register_method_schema("sltt_k")``); unknown keys of a method
+   that registered a schema are reported as misspellings with the closest valid name.
+3. **Generic method rules** by key name, so methods that have not registered a schema still get the
+   common impossible values caught: ``K`` (1 ≤ K ≤ T), ``p`` and ``*_p`` (a probability in [0, 1]),
+   ``D`` (≥ 0), ``width``/``alpha``/``surrogate_alpha``/``tau`` (> 0).
+
+:func:`validate` raises :class:`spikeforge.errors.ConfigError`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import importlib
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from spikeforge import resolvers  # noqa: F401  (registers ${sf.or:...})
+from spikeforge.errors import ConfigError
+
+# ---- constraints --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Rule:
+    """A numeric constraint: ``lo``/``hi`` bounds (open or closed), ``integer`` values only."""
+
+    lo: float | None = None
+    hi: float | None = None
+    lo_open: bool = False
+    hi_open: bool = False
+    integer: bool = False
+    hint: str = ""
+
+    def describe(self) -> str:
+        kind = "an integer" if self.integer else "a number"
+        if self.lo is not None and self.hi is not None:
+            lb, rb = "(" if self.lo_open else "[", ")" if self.hi_open else "]"
+            return f"{kind} in {lb}{_fmt(self.lo)}, {_fmt(self.hi)}{rb}"
+        if self.lo is not None:
+            return f"{kind} {'>' if self.lo_open else '>='} {_fmt(self.lo)}"
+        if self.hi is not None:
+            return f"{kind} {'<' if self.hi_open else '<='} {_fmt(self.hi)}"
+        return kind
+
+    def ok(self, v: Any) -> bool:
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            return False
+        if isinstance(v, float) and not math.isfinite(v):
+            return False
+        if self.integer and not float(v).is_integer():
+            return False
+        if self.lo is not None and (v <= self.lo if self.lo_open else v < self.lo):
+            return False
+        return not (self.hi is not None and (v >= self.hi if self.hi_open else v > self.hi))
+
+
+def _fmt(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else str(x)
+
+
+POSITIVE = _Rule(lo=0, lo_open=True)
+NON_NEGATIVE = _Rule(lo=0)
+POSITIVE_INT = _Rule(lo=1, integer=True)
+NON_NEGATIVE_INT = _Rule(lo=0, integer=True)
+PROBABILITY = _Rule(lo=0, hi=1)
+FRACTION = _Rule(lo=0, hi=1, hi_open=True)
+
+
+def rule(r: _Rule, default: Any = None, **kw: Any) -> Any:
+    """A dataclass field carrying its constraint in ``metadata``."""
+    return field(default=default, metadata={"rule": r, **kw})
+
+
+# ---- common schema (conf/train.yaml keys every run has) -----------------------------------------
+
+
+@dataclass
+class DataSchema:
+    name: str = "digits"
+    num_classes: int = rule(POSITIVE_INT, 10)
+    channels: int = rule(POSITIVE_INT, 3)
+    batch_size: int = rule(POSITIVE_INT, 64)
+    val_fraction: float = rule(FRACTION, 0.1)
+    num_workers: int = rule(NON_NEGATIVE_INT, 0)
+
+
+@dataclass
+class OptimizerSchema:
+    name: str = "sgd"
+    lr: float = rule(POSITIVE, 0.1, hint="e.g. method.optimizer.lr=0.1")
+    weight_decay: float = rule(NON_NEGATIVE, 0.0)
+    momentum: float = rule(_Rule(lo=0, hi=1), 0.9)
+
+
+_PRECISIONS = ("32-true", "32", "16-mixed", "16", "bf16-mixed", "bf16", "bf16-true", "16-true", "64-true", "64",
+               "transformer-engine")
+
+
+@dataclass
+class TrainerSchema:
+    accelerator: str = "cpu"
+    devices: Any = 1
+    num_nodes: int = rule(POSITIVE_INT, 1)
+    precision: Any = "32-true"
+    max_epochs: int = rule(_Rule(lo=-1, integer=True), 10)
+    sync_batchnorm: bool = False
+
+
+@dataclass
+class ReliabilitySchema:
+    checkpoint_every_n_steps: int = rule(NON_NEGATIVE_INT, 0)
+    nonfinite_loss: str = "stop"
+    handle_signals: bool = True
+    requeue: bool = True
+
+
+@dataclass
+class RunSchema:
+    T: int = rule(POSITIVE_INT, 4, hint="e.g. T=4")
+    seed: int = rule(NON_NEGATIVE_INT, 42)
+
+
+def _register_in_config_store() -> None:
+    try:
+        from hydra.core.config_store import ConfigStore
+    except ImportError:  # pragma: no cover - hydra is a dependency
+        return
+    cs = ConfigStore.instance()
+    for name, node in (
+        ("data", DataSchema),
+        ("optimizer", OptimizerSchema),
+        ("trainer", TrainerSchema),
+        ("reliability", ReliabilitySchema),
+        ("run", RunSchema),
+    ):
+        cs.store(group="schema", name=name, node=node)
+
+
+_register_in_config_store()
+
+# ---- per-method schemas -------------------------------------------------------------------------
+
+_METHOD_SCHEMAS: dict[str, type] = {}
+_METHOD_CHECKS: dict[str, list[Callable[[DictConfig], None]]] = {}
+
+
+def register_method_schema(name: str) -> Callable[[type], type]:
+    """Class decorator: ``@register_method_schema("asgl")`` on a dataclass whose fields are the
+    method's own top-level keys (``rule(...)`` fields carry constraints). Common keys (``_target_``,
+    ``name``, ``T``, ``neuron``, ``norm``, ``loss``, ``optimizer``, ``scheduler``) need not be listed."""
+
+    def deco(cls: type) -> type:
+        if not dataclasses.is_dataclass(cls):
+            raise TypeError(f"method schema for {name!r} must be a dataclass")
+        _METHOD_SCHEMAS[name] = cls
+        return cls
+
+    return deco
+
+
+def register_method_check(name: str) -> Callable[[Callable[[DictConfig], None]], Callable[[DictConfig], None]]:
+    """Decorator for a free-form check ``fn(cfg)`` of method ``name`` over the whole run config
+    (e.g. a method × model compatibility rule); it raises ``ConfigError`` with one sentence."""
+
+    def deco(fn: Callable[[DictConfig], None]) -> Callable[[DictConfig], None]:
+        _METHOD_CHECKS.setdefault(name, []).append(fn)
+        return fn
+
+    return deco
+
+
+_COMMON_METHOD_KEYS = {"_target_", "name", "T", "neuron", "norm", "loss", "optimizer", "scheduler"}
+
+# generic rules by key name for method keys (see module docstring)
+_NAME_RULES: dict[str, _Rule] = {
+    "p": PROBABILITY,
+    "D": NON_NEGATIVE,
+    "width": POSITIVE,
+    "alpha": POSITIVE,
+    "surrogate_alpha": POSITIVE,
+    "tau": POSITIVE,
+    "v_threshold": POSITIVE,
+}
+
+
+def _name_rule(key: str) -> _Rule | None:
+    if key in _NAME_RULES:
+        return _NAME_RULES[key]
+    if key.endswith("_p") or key.endswith("_prob"):
+        return PROBABILITY
+    if key.endswith("_width"):
+        return POSITIVE
+    return None
+
+
+# ---- validation ---------------------------------------------------------------------------------
+
+
+def _check_value(path: str, value: Any, r: _Rule, hint: str = "") -> None:
+    if value is None:
+        return
+    if not r.ok(value):
+        fix = hint or r.hint or f"set {path}=<{r.describe()}>"
+        raise ConfigError(f"{path} must be {r.describe()} (got {value!r}); {fix}")
+
+
+def _check_dataclass(prefix: str, node: Any, schema: type, strict: bool) -> None:
+    if not isinstance(node, dict):
+        raise ConfigError(f"{prefix} must be a mapping of keys, got {node!r}")
+    names = {f.name for f in dataclasses.fields(schema)}
+    for f in dataclasses.fields(schema):
+        if f.name in node and "rule" in f.metadata:
+            _check_value(
+                f"{prefix}.{f.name}" if prefix else f.name, node[f.name], f.metadata["rule"], f.metadata["rule"].hint
+            )
+    if strict:
+        for key in node:
+            if key not in names and key not in _COMMON_METHOD_KEYS:
+                close = difflib.get_close_matches(key, sorted(names), n=1)
+                tip = f"did you mean {prefix}.{close[0]}?" if close else f"valid keys: {', '.join(sorted(names))}"
+                raise ConfigError(f"unknown key {prefix}.{key}; {tip}")
+
+
+def _walk_name_rules(prefix: str, node: Any) -> None:
+    if isinstance(node, dict):
+        for k, v in node.items():
+            path = f"{prefix}.{k}"
+            if isinstance(v, (dict, list)):
+                _walk_name_rules(path, v)
+                continue
+            r = _name_rule(str(k))
+            if r is not None and isinstance(v, (int, float)) and not isinstance(v, bool):
+                _check_value(path, v, r)
+
+
+def _import_method_module(target: str | None) -> None:
+    """Import the method's module so its ``register_method_schema`` decorators have run."""
+    if not target or "." not in target:
+        return
+    module = target.rsplit(".", 1)[0]
+    try:
+        importlib.import_module(module)
+    except ImportError:
+        raise ConfigError(
+            f"method._target_ {target!r} cannot be imported; check the method config (conf/method/*.yaml)"
+        ) from None
+
+
+def validate(cfg: DictConfig) -> None:
+    """Check a composed train config; raise :class:`ConfigError` naming the first mistake."""
+    try:
+        c = OmegaConf.to_container(cfg, resolve=True)
+    except Exception as e:  # missing mandatory values, bad interpolations
+        msg = str(e).splitlines()[0]
+        raise ConfigError(
+            f"the config cannot be resolved ({msg}); check the value you passed on the command line"
+        ) from None
+    assert isinstance(c, dict)
+    T = c.get("T")
+    if T is not None and not POSITIVE_INT.ok(T):
+        raise ConfigError(f"T must be a positive number of time steps (got T={T}); e.g. T=4")
+    _check_dataclass("", {k: c.get(k) for k in ("T", "seed") if k in c}, RunSchema, strict=False)
+    if isinstance(c.get("data"), dict):
+        _check_dataclass("data", c["data"], DataSchema, strict=False)
+    if isinstance(c.get("trainer"), dict):
+        tr = c["trainer"]
+        _check_dataclass("trainer", tr, TrainerSchema, strict=False)
+        prec = tr.get("precision")
+        if prec is not None and str(prec) not in _PRECISIONS:
+            raise ConfigError(
+                f"trainer.precision={prec!r} is not a Lightning precision; "
+                "choose one of 32-true, 16-mixed, bf16-mixed, bf16-true, 64-true"
+            )
+        dev = tr.get("devices")
+        if not (
+            dev in ("auto", -1)
+            or isinstance(dev, (list, tuple))
+            or (isinstance(dev, int) and not isinstance(dev, bool) and dev >= 1)
+            or (isinstance(dev, str) and dev.replace(",", "").isdigit())
+        ):
+            raise ConfigError(
+                f"trainer.devices must be a positive count, a list of device ids or 'auto' "
+                f"(got {dev!r}); e.g. trainer.devices=2"
+            )
+    rel = c.get("reliability")
+    if isinstance(rel, dict):
+        _check_dataclass("reliability", rel, ReliabilitySchema, strict=True)
+        if rel.get("nonfinite_loss", "stop") not in ("stop", "skip"):
+            raise ConfigError(
+                f"reliability.nonfinite_loss must be 'stop' or 'skip' (got {rel.get('nonfinite_loss')!r})"
+            )
+    resume = c.get("resume")
+    if resume not in (None, False, "auto"):
+        raise ConfigError(
+            f"resume must be 'auto' or unset (got {resume!r}); to resume a run use "
+            "resume=auto run_dir=<run dir> or ckpt_path=<file>"
+        )
+    method = c.get("method")
+    if isinstance(method, dict):
+        name = method.get("name")
+        _import_method_module(method.get("_target_"))
+        if isinstance(method.get("optimizer"), dict):
+            _check_dataclass("method.optimizer", method["optimizer"], OptimizerSchema, strict=False)
+        T = c.get("T")
+        K = method.get("K")
+        if K is not None and isinstance(T, int):
+            _check_value("method.K", K, POSITIVE_INT)
+            if K > T:
+                raise ConfigError(
+                    f"method.K={K} is larger than T={T}; K counts the time steps used for "
+                    f"the backward pass, so choose 1 <= K <= T"
+                )
+        _walk_name_rules("method", method)
+        if name in _METHOD_SCHEMAS:
+            _check_dataclass("method", method, _METHOD_SCHEMAS[name], strict=True)
+        for check in _METHOD_CHECKS.get(str(name), []):
+            check(cfg)
+

@@ -1,0 +1,155 @@
+"""Distributed runs under Hydra, and random streams for methods.
+
+**Every rank trains the job's own config.** Lightning's ``strategy=ddp`` (CPU or GPU, one node)
+starts ranks 1..N-1 by re-executing ``sys.argv``; under ``-m`` that re-runs the whole sweep in each
+child with other hyper-parameters. Instead, rank 0 of every job exports its fully resolved config
+(:data:`CONFIG_ENV`) before ``trainer.fit``; ``src/train.py`` in a child process started by Lightning
+(``LOCAL_RANK`` > 0 and that variable set) skips Hydra and trains exactly that config, in the same run
+directory. Processes started by an external launcher (SLURM ``srun``, ``torchrun``) run the same
+command each: there the run directory must not depend on the clock (``hydra.run.dir`` with
+``${oc.env:SLURM_JOB_ID}``, see ``scripts/slurm/``), which :func:`check_external_launch` enforces.
+
+**Random streams for methods.** ``seed_everything`` gives every rank the same global RNG state, so
+anything drawn from the global RNG is identical on all ranks. Methods choose:
+
+- :func:`shared_generator` — the same stream on every rank (choices that must agree across ranks,
+  e.g. SLTT-K's random time steps: gradients of different steps on different ranks would be averaged
+  into a meaningless update).
+- :func:`rank_generator` — an independent stream per rank (noise that should differ per sample, e.g.
+  ASGL's Bernoulli masks: identical masks on every rank would correlate the data-parallel replicas).
+
+Both return a ``torch.Generator``; a method keeps it as an attribute and saves
+``generator.get_state()`` in ``on_save_checkpoint`` / restores it in ``on_load_checkpoint`` so a resumed
+run continues the stream exactly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from omegaconf import DictConfig, OmegaConf
+
+from spikeforge.errors import ConfigError
+
+CONFIG_ENV = "SPIKEFORGE_DDP_CONFIG"
+
+
+def global_rank() -> int:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank()
+    return int(os.environ.get("RANK", os.environ.get("SLURM_PROCID", 0)) or 0)
+
+
+def _derive(seed: int, *parts: Any) -> int:
+    h = hashlib.sha256(("/".join(str(p) for p in (seed, *parts))).encode()).digest()
+    return int.from_bytes(h[:8], "little") & ((1 << 63) - 1)
+
+
+def shared_generator(seed: int, stream: str, device: str | torch.device = "cpu") -> torch.Generator:
+    """A generator with the same state on every rank, independent of other ``stream`` names."""
+    g = torch.Generator(device=device)
+    g.manual_seed(_derive(seed, stream))
+    return g
+
+
+def rank_generator(
+    seed: int, stream: str, device: str | torch.device = "cpu", rank: int | None = None
+) -> torch.Generator:
+    """A generator with a different state on each rank (``rank`` defaults to this process's)."""
+    g = torch.Generator(device=device)
+    g.manual_seed(_derive(seed, stream, "rank", global_rank() if rank is None else rank))
+    return g
+
+
+# ---- Hydra × Lightning DDP ----------------------------------------------------------------------
+
+
+def is_spawned_child() -> bool:
+    """True in a rank process that Lightning started by re-executing the script for this job."""
+    return int(os.environ.get("LOCAL_RANK", "0") or 0) > 0 and CONFIG_ENV in os.environ
+
+
+def export_job_config(cfg: DictConfig) -> None:
+    """Called by rank 0 before fitting: children started from now on train this resolved config."""
+    if _uses_subprocess_ddp(cfg):
+        os.environ[CONFIG_ENV] = OmegaConf.to_yaml(cfg, resolve=True)
+    else:
+        os.environ.pop(CONFIG_ENV, None)
+
+
+def child_config() -> DictConfig:
+    return OmegaConf.create(os.environ[CONFIG_ENV])
+
+
+def _uses_subprocess_ddp(cfg: DictConfig) -> bool:
+    tr = cfg.get("trainer") or {}
+    strategy = str(tr.get("strategy", "auto"))
+    devices = tr.get("devices", 1)
+    if isinstance(devices, (list, tuple)):
+        n = len(devices)
+    elif isinstance(devices, int) and devices >= 0:
+        n = devices
+    elif isinstance(devices, str) and devices.replace(",", "").strip().isdigit():
+        n = len([d for d in devices.split(",") if d.strip()]) if "," in devices else int(devices)
+    else:  # "auto" / -1: every visible device
+        n = 2
+    return (
+        # strategy=auto picks "ddp" for several devices (Lightning 2.6 _choose_strategy)
+        (strategy == "auto" or strategy.startswith("ddp"))
+        and "spawn" not in strategy
+        and "fork" not in strategy
+        and (n > 1 or int(tr.get("num_nodes", 1) or 1) > 1)
+    )
+
+
+def check_launcher(cfg: DictConfig, hydra_cfg: Any | None) -> None:
+    """Refuse combinations where rank processes cannot get the job's config."""
+    if hydra_cfg is None or not _uses_subprocess_ddp(cfg):
+        return
+    launcher = str(OmegaConf.select(hydra_cfg, "launcher._target_", default="") or "")
+    if "joblib" in launcher.lower():
+        raise ConfigError(
+            "trainer=ddp/ddp_cpu cannot run inside the joblib launcher (its worker processes "
+            "cannot start DDP ranks); use the default launcher (jobs one after another) or "
+            "hydra/launcher=submitit_slurm for parallel DDP jobs"
+        )
+
+
+def check_external_launch(cfg: DictConfig, run_dir_from_clock: bool) -> None:
+    """Under srun/torchrun every rank composes the config itself: the run directory must agree."""
+    external = ("SLURM_NTASKS" in os.environ and int(os.environ.get("SLURM_NTASKS", "1")) > 1) or (
+        "TORCHELASTIC_RUN_ID" in os.environ
+    )
+    if external and run_dir_from_clock and _uses_subprocess_ddp(cfg):
+        raise ConfigError(
+            "every rank of a srun/torchrun launch composes its own config, so the run directory "
+            "must not depend on the clock; pass run_dir=outputs/train/slurm/$SLURM_JOB_ID "
+            "(see scripts/slurm/train.sbatch)"
+        )
+
+
+def teardown_process_group() -> None:
+    """End the job's process group so the next job of a sweep starts a fresh one."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+# Lightning's launcher writes these into os.environ of rank 0; left behind, the next job of a sweep
+# would believe its ranks were started externally (LOCAL_RANK set) and wait for them forever.
+_LAUNCH_ENV = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE", CONFIG_ENV)
+
+
+def snapshot_launch_env() -> dict[str, str | None]:
+    return {k: os.environ.get(k) for k in _LAUNCH_ENV}
+
+
+def restore_launch_env(saved: dict[str, str | None]) -> None:
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v

@@ -1,0 +1,160 @@
+"""Helpers for the run-infrastructure tests (scale-out, reliability, bad input): tiny digits runs,
+subprocess launches of ``src/train.py``, in-process CLI runs, and test-only callbacks that the
+launched processes import (``PYTHONPATH`` includes this folder)."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+PY = sys.executable
+
+# a tiny, fast digits run: 8×8 images, two small conv stages, T=2, 2 epochs of 41 batches
+TINY = [
+    "data.image_size=8",
+    "model.channels=[8,16]",
+    "model.pool_size=1",
+    "T=2",
+    "data.batch_size=32",
+    "trainer.max_epochs=2",
+    "trainer.num_sanity_val_steps=0",
+    "logger=csv",
+    "callbacks.progress_bar=null",
+    "callbacks.model_summary=null",
+]
+
+
+def method_names() -> list[str]:
+    return sorted(p.stem for p in (ROOT / "conf" / "method").glob("*.yaml"))
+
+
+def env(**extra: str) -> dict[str, str]:
+    e = dict(os.environ)
+    e.update({"OMP_NUM_THREADS": "1", "PYTHONPATH": f"{ROOT / 'tests'}{os.pathsep}{ROOT / 'src'}",
+              "SPIKEFORGE_ROOT": str(ROOT)})
+    e.pop("HYDRA_FULL_ERROR", None)
+    e.update(extra)
+    return e
+
+
+def run_train(args: list[str], timeout: float = 300, **env_extra: str) -> subprocess.CompletedProcess:
+    return subprocess.run([PY, str(ROOT / "src" / "train.py"), *args], cwd=ROOT, env=env(**env_extra),
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def tree_digest(path: Path) -> dict[str, str]:
+    """sha256 of every file under ``path`` (relative names), to show a directory did not change."""
+    out = {}
+    for p in sorted(Path(path).rglob("*")):
+        if p.is_file():
+            out[str(p.relative_to(path))] = hashlib.sha256(p.read_bytes()).hexdigest()
+    return out
+
+
+def final_state(run_dir: Path) -> dict[str, torch.Tensor]:
+    return torch.load(Path(run_dir) / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["state_dict"]
+
+
+def results(run_dir: Path) -> dict[str, Any]:
+    return json.loads((Path(run_dir) / "results.json").read_text())
+
+
+def cli_in_process(args: list[str]) -> tuple[int, str]:
+    """Run ``src/train.py args`` in this process (Hydra app and all); (exit code, stderr)."""
+    import runpy
+
+    from hydra.core.global_hydra import GlobalHydra
+
+    err = io.StringIO()
+    argv = sys.argv
+    code = 0
+    sys.argv = [str(ROOT / "src" / "train.py"), *args]
+    try:
+        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+            runpy.run_path(str(ROOT / "src" / "train.py"), run_name="__main__")
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    finally:
+        sys.argv = argv
+        GlobalHydra.instance().clear()
+    return code, err.getvalue()
+
+
+# ---- test-only callbacks (imported by launched processes) ---------------------------------------
+
+
+class KillAt(L.Callback):
+    """SIGKILL this process in the middle of optimiser step ``step`` (after backward, before the update)."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_before_optimizer_step(self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer: Any) -> None:
+        if trainer.global_step == self.step:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+class SignalAt(L.Callback):
+    """Send ``signum`` to this process at the start of training batch ``step``."""
+
+    def __init__(self, step: int, signum: int = int(signal.SIGTERM)) -> None:
+        self.step, self.signum = step, signum
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, idx: int) -> None:
+        if trainer.global_step == self.step:
+            os.kill(os.getpid(), self.signum)
+
+
+class PoisonAt(L.Callback):
+    """Make the network output NaN during training step ``step`` only (a one-batch numerical fault)."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+        self._hook: Any = None
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, idx: int) -> None:
+        if trainer.global_step == self.step:
+            self._hook = pl_module.net.register_forward_hook(lambda m, i, o: o * float("nan"))
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
+        if self._hook is not None:
+            self._hook.remove()
+            self._hook = None
+
+
+class DumpWeights(L.Callback):
+    """Every rank saves its final weights to ``<dir>/weights_rank<r>.pt``."""
+
+    def __init__(self, dirpath: str) -> None:
+        self.dirpath = Path(dirpath)
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.dirpath.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().cpu().clone() for k, v in pl_module.state_dict().items()}
+        torch.save({"state": state, "cfg_T": pl_module.T, "lr": pl_module.hparams.optimizer["lr"],
+                    "world_size": trainer.world_size},
+                   self.dirpath / f"weights_rank{trainer.global_rank}_T{pl_module.T}.pt")
+
+
+class RecordBatches(L.Callback):
+    """Append ``global_step label-checksum`` of every training batch to ``path`` (data-order checks)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = Path(path)
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, idx: int) -> None:
+        y = batch[1]
+        with self.path.open("a") as f:
+            f.write(f"{trainer.current_epoch} {idx} {trainer.global_step} {int((y * torch.arange(len(y))).sum())}\n")
