@@ -337,19 +337,18 @@ class _Record(L.Callback):
 
 
 def _fit(cfg: DictConfig, record: _Record, ckpt_path: str | None = None) -> STDSClassifier:
-    from spikeforge.run import build_datamodule, build_module, build_trainer
+    from spikeforge.run import build_datamodule, build_module, build_trainer, reliability_callbacks
 
     L.seed_everything(0)
     module = build_module(cfg)
-    trainer = build_trainer(cfg, [record])
-    trainer.fit(module, datamodule=build_datamodule(cfg), ckpt_path=ckpt_path)
+    trainer = build_trainer(cfg, [record, *reliability_callbacks(cfg, Path(cfg.paths.output_dir))])
+    trainer.fit(module, datamodule=build_datamodule(cfg), ckpt_path=ckpt_path, weights_only=False)
     return module
 
 
 def test_resume_continues_the_schedule(tmp_path: Path) -> None:
     """Stop after 2 of 4 epochs, resume from last.ckpt: D and the step counter come from the checkpoint."""
-    # save_top_k=-1: a checkpoint every epoch (Lightning refreshes last.ckpt only when it saves a top-k one)
-    cfg = _compose(tmp_path, [*TINY, "trainer.max_epochs=4", "callbacks.model_checkpoint.save_top_k=-1"])
+    cfg = _compose(tmp_path, [*TINY, "trainer.max_epochs=4"])
     first = _Record(stop_after=2)
     with pytest.raises(_Killed):
         _fit(cfg, first)

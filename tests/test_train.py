@@ -52,6 +52,14 @@ def test_short_run_writes_checkpoints_results_and_evaluates(make_cfg, tmp_path) 
     assert (tmp_path / "eval" / "eval_results.json").is_file()
 
 
+def test_last_checkpoint_is_the_final_epoch(make_cfg) -> None:
+    """last.ckpt follows every epoch even when validation stops improving (no new best)."""
+    cfg = make_cfg(*LIMIT, "trainer.max_epochs=3", "method.optimizer.lr=1e-9", "test=false", "inference_cost=false")
+    train(cfg)
+    last = torch.load(Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt", weights_only=False)
+    assert last["epoch"] == 2 and last["global_step"] == 9
+
+
 def test_eval_reports_missing_and_mismatched_checkpoints(make_cfg, tmp_path) -> None:
     cfg = compose_cfg(["ckpt_path=/nonexistent/last.ckpt"], tmp_path / "e1", config_name="eval")
     with pytest.raises(CheckpointError, match="does not exist"):

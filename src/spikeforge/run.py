@@ -26,9 +26,9 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from spikeforge import distributed
 from spikeforge.callbacks.cost import CostMonitor
 from spikeforge.callbacks.reliability import (
+    LastCheckpoint,
     NonFiniteLossGuard,
     PreemptionHandler,
-    StepCheckpoint,
     TrainingInterrupted,
     last_checkpoint_path,
 )
@@ -102,8 +102,7 @@ def reliability_callbacks(cfg: DictConfig, out_dir: Path) -> list[L.Callback]:
     rel = cfg.get("reliability") or {}
     ckpt_dir = out_dir / "checkpoints"
     cbs: list[L.Callback] = [RNGStateCallback()]
-    if int(rel.get("checkpoint_every_n_steps", 0) or 0) > 0:
-        cbs.append(StepCheckpoint(ckpt_dir, int(rel.checkpoint_every_n_steps)))
+    cbs.append(LastCheckpoint(ckpt_dir, int(rel.get("checkpoint_every_n_steps", 0) or 0)))
     if rel.get("handle_signals", True):
         cbs.append(PreemptionHandler(ckpt_dir, requeue=bool(rel.get("requeue", True))))
     cbs.append(NonFiniteLossGuard(str(rel.get("nonfinite_loss", "stop")), last_checkpoint_path(out_dir)))

@@ -1,7 +1,7 @@
 """Callbacks that keep a run recoverable (added by ``spikeforge.run``, configured by ``reliability.*``).
 
-- :class:`StepCheckpoint` — writes ``checkpoints/last.ckpt`` every N optimiser steps (mid-epoch), so a
-  killed run loses at most N steps; with :mod:`spikeforge.callbacks.resume` the resume is exact.
+- :class:`LastCheckpoint` — writes ``checkpoints/last.ckpt`` at every epoch end and every N optimiser
+  steps (mid-epoch), so a killed run loses at most N steps; with :mod:`spikeforge.callbacks.resume` the resume is exact.
 - :class:`PreemptionHandler` — on SIGTERM or SIGUSR1 (SLURM preemption / time limit) finishes the
   current training batch, writes ``last.ckpt`` on every rank's behalf, requeues the SLURM job when
   running under SLURM (``reliability.requeue``) and stops the run with :class:`TrainingInterrupted`.
@@ -47,12 +47,19 @@ def last_checkpoint_path(run_dir: str | Path) -> Path:
     return Path(run_dir) / "checkpoints" / "last.ckpt"
 
 
-class StepCheckpoint(L.Callback):
-    """``last.ckpt`` every ``every_n_steps`` optimiser steps (0: off)."""
+class LastCheckpoint(L.Callback):
+    """Owns ``checkpoints/last.ckpt``: written at the end of every training epoch (after validation, so
+    the best-checkpoint state is in it) and every ``every_n_steps`` optimiser steps (0: epoch ends only).
+    Lightning 2.6's ``ModelCheckpoint(save_last=True)`` refreshes ``last.ckpt`` only when it also saves a
+    new best, which would leave a stale ``last.ckpt`` for resume and eval."""
 
-    def __init__(self, dirpath: str | Path, every_n_steps: int) -> None:
+    def __init__(self, dirpath: str | Path, every_n_steps: int = 0) -> None:
         self.path = Path(dirpath) / "last.ckpt"
         self.every_n_steps = int(every_n_steps)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.fast_dev_run:
+            trainer.save_checkpoint(self.path)
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
