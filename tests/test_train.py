@@ -122,3 +122,16 @@ def test_default_run_reaches_95_percent(tmp_path) -> None:
     assert (tmp_path / "default" / ".hydra" / "config.yaml").is_file()
     assert "spikeforge run summary" in proc.stdout
     assert elapsed < 120, f"default run took {elapsed:.0f} s"
+
+
+def test_wandb_logger_runs_offline_without_a_key(make_cfg, monkeypatch) -> None:
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.setenv("HOME", str(Path(make_cfg("logger=wandb").paths.output_dir).parent))  # no ~/.netrc key
+    cfg = make_cfg(*LIMIT, "trainer.max_epochs=1", "logger=wandb", "test=false", "inference_cost=false", name="wb")
+    train(cfg)
+    import wandb
+
+    assert os.environ["WANDB_MODE"] == "offline"
+    assert wandb.run is None  # the run was finished, so the next job of a sweep starts its own
+    assert list((Path(cfg.paths.output_dir) / "wandb").glob("offline-run-*"))
