@@ -123,7 +123,7 @@ class SavedBytesCounter:
 
 
 class _Saved:
-    __slots__ = ("tensor", "__weakref__")
+    __slots__ = ("__weakref__", "tensor")
 
     def __init__(self, tensor: torch.Tensor) -> None:
         self.tensor = tensor
@@ -726,7 +726,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     for path in write_report(report, out_dir, plots=not args.no_plots):
         print(f"wrote {path}")
     for t in report["targets"]:
-        print(f"{t['status']}: {t['target']}" + ("" if t["value"] is None else f" ({t['value']:.4g} vs {t['limit']:.4g})"))
+        figure = "" if t["value"] is None else f" ({t['value']:.4g} vs {t['limit']:.4g})"
+        print(f"{t['status']}: {t['target']}{figure}")
     return 1 if all(r.get("error") for r in rows) else 0
 
 
