@@ -9,7 +9,7 @@ ARGS ?=
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install train eval test test-slow test-all lint format clean-outputs prepare-dvs bench-data
+.PHONY: help install train eval test test-slow test-all lint format clean-outputs prepare-dvs bench-data repro-list compare
 
 help:  ## list the targets
 	@grep -hE '^[a-zA-Z0-9_.%-]+:.*?## ' $(MAKEFILE_LIST) | \
@@ -54,3 +54,12 @@ prepare-dvs: install  ## integrate DVS events into cached frames: make prepare-d
 
 bench-data: install  ## data-loading throughput (samples/s) per dataset → outputs/bench_data/
 	$(PY) scripts/bench_data.py $(ARGS)
+
+repro-list:  ## paper recipes: make target, paper top-1, estimated GPU budget
+	@$(PY) scripts/repro.py list
+
+repro-%: install  ## run a paper recipe, e.g. make repro-sltt-cifar10 ARGS="trainer=gpu"
+	$(PY) scripts/repro.py run $* $(ARGS)
+
+compare: install  ## every method on digits with the same model, 3 seeds each → docs/compare/ (table + plots)
+	$(PY) scripts/compare.py $(ARGS)

@@ -1,0 +1,77 @@
+"""Every method on the embedded digits data with the same small model, 3 seeds each: one multirun,
+then the results table and plots, copied under ``docs/compare/`` with the date and machine.
+
+    python scripts/compare.py [--methods bptt,sltt,...] [--seeds 0,1,2] [--epochs 6] [--out docs/compare]
+
+``make compare`` runs it (about 15 minutes on 2 CPU cores).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import platform
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+sys.path.insert(0, str(ROOT / "src"))
+
+import plot  # noqa: E402
+import summarize  # noqa: E402
+
+# one configuration per method of the papers (plus the BPTT baseline); each method's own digits defaults
+DEFAULT_METHODS = ["bptt", "stbp_tdbn", "sltt", "sltt_k", "dsr", "asgl", "stds"]
+
+
+def machine() -> str:
+    return f"{platform.node() or 'host'}: {platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, " \
+           f"Python {platform.python_version()}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description="all methods side by side on the embedded digits data")
+    p.add_argument("--methods", default=",".join(DEFAULT_METHODS))
+    p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--epochs", type=int, default=6)
+    p.add_argument("--T", type=int, default=4)
+    p.add_argument("--out", type=Path, default=ROOT / "docs" / "compare")
+    p.add_argument("extra", nargs="*", help="further Hydra overrides for every job")
+    args = p.parse_args(argv)
+
+    known = {f.stem for f in (ROOT / "conf" / "method").glob("*.yaml")}
+    methods = [m for m in args.methods.split(",") if m]
+    missing = [m for m in methods if m not in known]
+    if missing:
+        print(f"error: unknown method(s) {missing}; available: {sorted(known)}", file=sys.stderr)
+        return 2
+    stamp = dt.datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
+    sweep = ROOT / "outputs" / "compare" / stamp
+    cmd = [sys.executable, str(ROOT / "src" / "train.py"), "-m", f"method={','.join(methods)}", "model=convnet",
+           "data=digits", f"T={args.T}", f"seed={args.seeds}", f"trainer.max_epochs={args.epochs}",
+           "callbacks.progress_bar=null", "task_name=compare", f"hydra.sweep.dir={sweep}", *args.extra]
+    print("+ " + " ".join(cmd[1:]), flush=True)
+    rc = subprocess.call(cmd, cwd=ROOT)
+    if rc != 0:
+        print(f"warning: the multirun exited with {rc}; summarising the jobs that finished", file=sys.stderr)
+    summarize.main([str(sweep)])
+    plot.plot_all(sweep, sweep / "plots")
+
+    out = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    header = (f"# All methods on digits (convnet, T = {args.T}, {args.epochs} epochs, seeds {args.seeds})\n\n"
+              f"Run on {dt.date.today().isoformat()} — {machine()}. Command: `make compare`.\n\n")
+    (out / "README.md").write_text(header + (sweep / "summary.md").read_text())
+    shutil.copy(sweep / "summary.csv", out / "summary.csv")
+    for png in (sweep / "plots").glob("*.png"):
+        shutil.copy(png, out / png.name)
+    print(f"wrote {out}")
+    return rc
+
+
+if __name__ == "__main__":
+    sys.exit(main())

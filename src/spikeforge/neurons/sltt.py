@@ -1,0 +1,116 @@
+"""``sltt_lif``: the LIF neuron of SLTT (Meng et al., ICCV 2023) with the temporal gradient cut.
+
+sltt.md, "Neuron" and "The SLTT cut": soft-reset LIF, τ = 1.1, decay_input = False, V_th = 1,
+v_reset = None (subtract V_th), reset not detached, and the charge reads **v_{t−1}.detach()**:
+
+    u_t = λ·v_{t−1}.detach() + x_t,   λ = 1 − 1/τ   (decay_input = False, soft reset)
+    s_t = H(u_t − V_th),  H(0) = 1,    v_t = u_t − s_t·V_th
+
+The cut is applied in both step modes (spikingjelly 2.0's ``SLTTLIFNode`` runs full BPTT in
+multi-step mode and has other defaults, design.md "spikingjelly 2.0.0"), so a multi-step forward
+followed by one backward gives exactly the gradient of SLTT's per-step loop. Without the detach
+the forward is spikingjelly's ``LIFNode`` with the same arguments: the BPTT twin is
+``build_neuron("lif", tau=1.1, decay_input=False, v_reset=None, surrogate="triangle")``.
+
+Every argument of spikingjelly's LIF is accepted (and passed explicitly by the method config) so
+the charge/reset formulas stay those of ``LIFNode``; τ = 1 (no leak, λ = 0) is allowed here.
+"""
+
+from __future__ import annotations
+
+import torch
+from spikingjelly.activation_based import neuron
+
+from spikeforge.errors import ConfigError
+from spikeforge.neurons import register_neuron
+from spikeforge.neurons.surrogates import build_surrogate
+
+
+class SLTTLIFNeuron(neuron.BaseNode):
+    """LIF whose membrane potential enters the next step detached (no gradient through time)."""
+
+    def __init__(
+        self,
+        tau: float = 1.1,
+        decay_input: bool = False,
+        v_threshold: float = 1.0,
+        v_reset: float | None = None,
+        surrogate_function: torch.nn.Module | None = None,
+        detach_reset: bool = False,
+        step_mode: str = "m",
+        store_v_seq: bool = False,
+    ) -> None:
+        if surrogate_function is None:
+            surrogate_function = build_surrogate("triangle")
+        super().__init__(
+            v_threshold=float(v_threshold),
+            v_reset=None if v_reset is None else float(v_reset),
+            surrogate_function=surrogate_function,
+            detach_reset=bool(detach_reset),
+            step_mode=step_mode,
+            store_v_seq=store_v_seq,
+        )
+        self.tau = float(tau)
+        self.decay_input = bool(decay_input)
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", tau={self.tau}, decay_input={self.decay_input}, detach_v=True"
+
+    def _step(self, x: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One step from the previous potential ``v``; returns (spike, next potential)."""
+        v = v.detach()  # the SLTT cut (sltt.md "The SLTT cut")
+        v_rest = 0.0 if self.v_reset is None else self.v_reset
+        # spikingjelly LIFNode charge, both input conventions (sltt.md uses decay_input = False)
+        u = v + (x - (v - v_rest)) / self.tau if self.decay_input else v - (v - v_rest) / self.tau + x
+        spike = self.surrogate_function(u - self.v_threshold)
+        s_reset = spike.detach() if self.detach_reset else spike
+        if self.v_reset is None:
+            v_next = u - s_reset * self.v_threshold
+        else:
+            v_next = (1.0 - s_reset) * u + s_reset * self.v_reset
+        # The next step reads v_next.detach(), so the state is kept without its graph: the reset's
+        # gradient path ends at the cut either way, and no step's graph outlives its backward.
+        return spike, v_next.detach()
+
+    def single_step_functional_forward(
+        self, inputs: tuple[torch.Tensor, ...], states: tuple[object, ...], **kwargs: object
+    ) -> tuple[tuple[torch.Tensor, ...], tuple[object, ...]]:
+        spike, v = self._step(inputs[0], states[0])  # type: ignore[arg-type]
+        return (spike,), (v, *states[1:])
+
+    def multi_step_functional_forward(
+        self, inputs: tuple[torch.Tensor, ...], states: tuple[object, ...], **kwargs: object
+    ) -> tuple[tuple[torch.Tensor, ...], tuple[object, ...]]:
+        v = states[0]
+        spikes = []
+        for x_t in inputs[0].unbind(0):
+            s_t, v = self._step(x_t, v)  # type: ignore[arg-type]
+            spikes.append(s_t)
+        return (torch.stack(spikes),), (v, *states[1:])
+
+
+@register_neuron("sltt_lif")
+def sltt_lif(
+    tau: float = 1.1,
+    decay_input: bool = False,
+    v_threshold: float = 1.0,
+    v_reset: float | None = None,
+    surrogate: str = "triangle",
+    surrogate_alpha: float | None = None,
+    detach_reset: bool = False,
+    step_mode: str = "m",
+    store_v_seq: bool = False,
+) -> SLTTLIFNeuron:
+    """SLTT's LIF (defaults from sltt.md "Neuron"); v_{t−1} detached in both step modes."""
+    if tau < 1:
+        raise ConfigError(f"sltt_lif needs tau >= 1 (got tau={tau}); the leak is 1 - 1/tau, e.g. tau=1.1")
+    return SLTTLIFNeuron(
+        tau=tau,
+        decay_input=decay_input,
+        v_threshold=v_threshold,
+        v_reset=v_reset,
+        surrogate_function=build_surrogate(surrogate, surrogate_alpha),
+        detach_reset=detach_reset,
+        step_mode=step_mode,
+        store_v_seq=store_v_seq,
+    )
