@@ -96,7 +96,7 @@ class SavedBytesCounter:
                 self.live_params += nbytes
             if self.live > self.peak:
                 self.peak, self.peak_param_bytes = self.live, self.live_params
-        handle = _Saved(t)
+        handle = _Saved(t.detach())  # detached: no reference cycle through a saved output's grad_fn
         weakref.finalize(handle, self._release, key, nbytes)
         return handle
 
@@ -214,19 +214,21 @@ def _sync(device: torch.device) -> None:
 
 def time_lightning(module: Any, x: torch.Tensor, y: torch.Tensor, warmup: int, steps: int,
                    device: torch.device, count_saved: bool = True) -> dict[str, Any]:
-    """Drive ``module`` with a Lightning Trainer for ``warmup + steps`` timed batches (+1 batch under
-    the saved-bytes counter); return per-step times and memory figures."""
+    """Drive ``module`` with a Lightning Trainer for ``warmup`` untimed and ``steps`` timed batches;
+    the saved-bytes counter runs during the first (untimed) batch, so its hooks never touch a timed
+    step (one extra batch when ``warmup`` is 0). Returns per-step times and memory figures."""
     import lightning as L
 
     times: list[float] = []
-    total = warmup + steps + (1 if count_saved else 0)
+    warmup = max(warmup, 1 if count_saved else 0)
+    total = warmup + steps
     counter = SavedBytesCounter(module.parameters()) if count_saved else None
 
     class Timer(L.Callback):
         t0 = 0.0
 
         def on_train_batch_start(self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int) -> None:
-            if counter is not None and batch_idx == total - 1:
+            if counter is not None and batch_idx == 0:
                 counter.__enter__()
             if device.type == "cuda" and batch_idx == warmup:
                 torch.cuda.reset_peak_memory_stats(device)
@@ -236,9 +238,9 @@ def time_lightning(module: Any, x: torch.Tensor, y: torch.Tensor, warmup: int, s
         def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
             _sync(device)
             dt = time.perf_counter() - self.t0
-            if counter is not None and batch_idx == total - 1:
+            if counter is not None and batch_idx == 0:
                 counter.__exit__(None, None, None)
-            elif batch_idx >= warmup:
+            if batch_idx >= warmup:
                 times.append(dt)
 
     trainer = L.Trainer(
@@ -338,19 +340,21 @@ def time_plain(module: Any, x: torch.Tensor, y: torch.Tensor, warmup: int, steps
         functional.reset_net(net)
 
     times: list[float] = []
+    counter = SavedBytesCounter(net.parameters()) if count_saved else None
+    warmup = max(warmup, 1 if count_saved else 0)
     for i in range(warmup + steps):
         if device.type == "cuda" and i == warmup:
             torch.cuda.reset_peak_memory_stats(device)
+        if i == 0 and counter is not None:  # the first, untimed step runs under the saved-bytes counter
+            with counter:
+                step()
+            continue
         _sync(device)
         t0 = time.perf_counter()
         step()
         _sync(device)
         if i >= warmup:
             times.append(time.perf_counter() - t0)
-    counter = None
-    if count_saved:
-        with SavedBytesCounter(net.parameters()) as counter:
-            step()
     if stepwise:
         functional.set_step_mode(net, "m")
     return _memory_figures(times, counter, device)
