@@ -220,6 +220,7 @@ def time_lightning(module: Any, x: torch.Tensor, y: torch.Tensor, warmup: int, s
     import lightning as L
 
     times: list[float] = []
+    warm: list[float] = []  # warm-up steps (the first one includes torch.compile's compilation)
     warmup = max(warmup, 1 if count_saved else 0)
     total = warmup + steps
     counter = SavedBytesCounter(module.parameters()) if count_saved else None
@@ -240,8 +241,7 @@ def time_lightning(module: Any, x: torch.Tensor, y: torch.Tensor, warmup: int, s
             dt = time.perf_counter() - self.t0
             if counter is not None and batch_idx == 0:
                 counter.__exit__(None, None, None)
-            if batch_idx >= warmup:
-                times.append(dt)
+            (times if batch_idx >= warmup else warm).append(dt)
 
     trainer = L.Trainer(
         accelerator="gpu" if device.type == "cuda" else "cpu", devices=1, max_steps=total, max_epochs=1,
@@ -249,7 +249,7 @@ def time_lightning(module: Any, x: torch.Tensor, y: torch.Tensor, warmup: int, s
         num_sanity_val_steps=0, limit_val_batches=0, callbacks=[Timer()],
     )
     trainer.fit(module, train_dataloaders=RepeatedBatch((x, y), total))
-    return _memory_figures(times, counter, device)
+    return {**_memory_figures(times, counter, device), "warmup_s_all": warm}
 
 
 def _memory_figures(times: list[float], counter: SavedBytesCounter | None, device: torch.device) -> dict[str, Any]:
@@ -448,24 +448,28 @@ def build_grid(methods: Sequence[str], models: Sequence[str], Ts: Sequence[int],
     return grid
 
 
-# The grid the targets are checked on (issue figures: batch 16, 32×32, fp32, 2 threads).
-PRESETS: dict[str, dict[str, Any]] = {
-    "quick": {"methods": ["bptt"], "models": ["convnet"], "T": [2], "batch": [4], "variants": ["method", "ann",
-              "plain"], "warmup": 1, "steps": 2, "image_size": 16},
-    "default": {"methods": ["bptt"], "models": ["convnet"], "T": [1, 2, 4, 8], "batch": [32],
-                "variants": ["method", "ann", "plain", "stepwise"], "warmup": 2, "steps": 5, "image_size": 32},
-    "targets": {
-        "runs": [
-            # SLTT: saved bytes flat in T; step vs the plain spikingjelly per-step loop (T = 6)
-            {"methods": ["sltt"], "T": [1, 6, 8], "variants": ["method"]},
-            {"methods": ["sltt"], "T": [6], "variants": ["plain", "ann"]},
-            {"methods": ["sltt_k:K=1"], "T": [8], "variants": ["method"]},
-            # the paper's BPTT baseline (same neuron without the cut, per-step BN, TET loss)
-            {"methods": ["bptt_sltt"], "T": [4, 6, 8], "variants": ["method"]},
-            {"methods": ["bptt_sltt"], "T": [4], "variants": ["plain", "ann"]},
-        ],
-        "models": [SLTT_RESNET], "batch": [16], "warmup": 1, "steps": 3, "image_size": 32,
-    },
+# Predefined grids: lists of runs; a run's keys default to the preset's, the CLI overrides both.
+_FAST_PATH = {"methods": ["bptt"], "models": ["convnet"], "T": [1, 4, 8], "batch": [32],
+              "variants": ["method", "ann", "plain", "stepwise"], "warmup": 2, "steps": 4, "image_size": 32}
+# torch.compile (model.compile=true): the first warm-up step compiles (minutes on a small CPU)
+_COMPILE = {**_FAST_PATH, "T": [4], "variants": ["compile"]}
+# The issue's figures: SLTT's CIFAR network, batch 16, 32×32, fp32 (sltt.md "Networks and recipes").
+_TARGETS = [
+    # SLTT: saved bytes flat in T; step against the plain spikingjelly per-step loop and the ANN (T = 6)
+    {"methods": ["sltt"], "T": [1, 6, 8], "variants": ["method"]},
+    {"methods": ["sltt"], "T": [6], "variants": ["ann", "plain"]},
+    {"methods": ["sltt_k:K=1"], "T": [8], "variants": ["method"]},
+    # the paper's BPTT baseline (the same LIF without the cut, per-step BN, TET loss)
+    {"methods": ["bptt_sltt"], "T": [4, 8], "variants": ["method"]},
+    {"methods": ["bptt_sltt"], "T": [4], "variants": ["ann", "plain"]},
+]
+_TARGET_KEYS = {"models": [SLTT_RESNET], "batch": [16], "warmup": 1, "steps": 2, "image_size": 32}
+PRESETS: dict[str, list[dict[str, Any]]] = {
+    "quick": [{"methods": ["bptt"], "models": ["convnet"], "T": [2], "batch": [4],
+               "variants": ["method", "ann", "plain"], "warmup": 1, "steps": 2, "image_size": 16}],
+    "default": [_FAST_PATH],
+    "targets": [{**_TARGET_KEYS, **run} for run in _TARGETS],
+    "all": [_FAST_PATH, _COMPILE, *({**_TARGET_KEYS, **run} for run in _TARGETS)],
 }
 
 
@@ -586,6 +590,7 @@ def markdown_report(report: dict[str, Any]) -> str:
              f"{_fmt_load(report.get('load_start'))} / {_fmt_load(report.get('load_end'))} · "
              f"torch {m['torch']}, lightning {m['lightning']}, spikingjelly {m['spikingjelly']}, "
              f"python {m['python']} · commit {m.get('git_commit') or '–'}", "",
+             f"`{report.get('command', '')}`", "",
              "| method | model | variant | T | batch | step (s) | ANN ratio | overhead | saved MB (params) "
              "| peak RSS MB | GPU peak MB |",
              "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
@@ -664,7 +669,8 @@ def write_report(report: dict[str, Any], out_dir: Path, plots: bool = True) -> l
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--preset", choices=sorted(PRESETS), default=None,
-                   help="a predefined grid (default: 'default'; --quick = --preset quick)")
+                   help="a predefined grid: default (BPTT on convnet: ANN, plain and stepwise loops), "
+                        "targets (the SLTT/BPTT figures on preact_spiking_resnet18), all (both), quick")
     p.add_argument("--quick", action="store_true", help="one tiny configuration (CI-style check)")
     p.add_argument("--methods", nargs="+", help="conf/method names, optionally name:key=val,... (e.g. sltt_k:K=1)")
     p.add_argument("--models", nargs="+", help="conf/model names")
@@ -682,26 +688,29 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--timeout", type=float, default=600.0, help="seconds per configuration")
     p.add_argument("--out", default="outputs/bench", help="results go to <out>/<UTC date>/")
     p.add_argument("--no-plots", action="store_true")
+    p.add_argument("--dry-run", action="store_true", help="list the configurations and exit")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
 
-def grid_from_args(args: argparse.Namespace) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    preset = dict(PRESETS["quick" if args.quick else (args.preset or "default")])
-    settings = {k: getattr(args, k) if getattr(args, k, None) is not None else preset.get(k)
-                for k in ("warmup", "steps", "image_size")}
-    if "runs" in preset and not args.methods:
-        grid: list[dict[str, Any]] = []
-        for run in preset["runs"]:
-            grid += build_grid(run["methods"], args.models or preset["models"], run.get("T", preset.get("T")),
-                               args.batch or preset["batch"], run["variants"])
-    else:
-        grid = build_grid(args.methods or preset["methods"], args.models or preset["models"], args.T or preset["T"],
-                          args.batch or preset["batch"], args.variants or preset["variants"], args.plain_T)
+def grid_from_args(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """The configurations: the preset's runs, each key overridden by its CLI flag when given."""
+    runs = PRESETS["quick" if args.quick else (args.preset or "default")]
+    if args.methods:  # an explicit grid: one run, unset keys from the preset's first run
+        runs = [dict(runs[0])]
     device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
-    for g in grid:
-        g.update(settings, device=device, channels_last=args.channels_last, events=args.events)
-    return grid, settings
+    grid: list[dict[str, Any]] = []
+    for run in runs:
+        def pick(key: str, run: dict[str, Any] = run) -> Any:
+            value = getattr(args, key, None)
+            return value if value is not None else run[key]
+
+        settings = {k: pick(k) for k in ("warmup", "steps", "image_size")}
+        for spec in build_grid(pick("methods"), pick("models"), pick("T"), pick("batch"), pick("variants"),
+                               args.plain_T):
+            grid.append({**spec, **settings, "device": device, "channels_last": args.channels_last,
+                         "events": args.events})
+    return grid
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -711,7 +720,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         row = run_config(json.loads(args.worker))
         print(RESULT_TAG + json.dumps(row, default=str), flush=True)
         return 0
-    grid, settings = grid_from_args(args)
+    grid = grid_from_args(args)
+    if args.dry_run:
+        for spec in grid:
+            print(json.dumps(spec))
+        return 0
     load_start = os.getloadavg() if hasattr(os, "getloadavg") else None
     start = time.perf_counter()
     rows = []
@@ -723,7 +736,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(row.get("error") or f"{row['step_s']:.4f} s/step, saved {row.get('saved_bytes_peak', 0) / MB:.1f} MB, "
               f"RSS {row['rss_peak_bytes'] / MB:.0f} MB", flush=True)
     add_ratios(rows)
-    report = {"machine": machine_info(args.threads), "settings": settings, "load_start": load_start,
+    report = {"machine": machine_info(args.threads), "command": " ".join(sys.argv), "load_start": load_start,
               "load_end": os.getloadavg() if hasattr(os, "getloadavg") else None,
               "total_wall_s": time.perf_counter() - start, "rows": rows, "targets": evaluate_targets(rows)}
     out_dir = Path(args.out) / datetime.now(timezone.utc).strftime("%Y-%m-%d")
