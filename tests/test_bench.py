@@ -128,6 +128,11 @@ def test_ratios_and_targets() -> None:
     assert status("SLTT step within 5% of the plain spikingjelly loop") == "FAIL"  # 6 / 5
     rows[2]["saved_bytes_peak"] = 120 * 10**6
     assert status("SLTT saved bytes T=8 <= 1.1 x T=1") == "FAIL"
+    # a paired measurement (both loops alternating in one process) is preferred for the overhead
+    rows.append({**_row("sltt", 6, "paired", step=5.1), "plain_step_s": 5.0})
+    bench.add_ratios(rows)
+    assert rows[-1]["overhead"] == pytest.approx(1.02)
+    assert status("SLTT step within 5% of the plain spikingjelly loop") == "PASS"
     assert all(t["status"] == "NOT MEASURED" for t in bench.evaluate_targets([]))
 
 
