@@ -22,6 +22,42 @@ def recipes() -> dict[str, Path]:
     return {p.stem: p for p in sorted(EXPERIMENTS.glob("*.yaml"))}
 
 
+# Rough budget where the paper reports none: GPU-hours ∝ epochs × training samples × T × forward GFLOPs
+# of the ANN of the same graph, calibrated on the SLTT paper's BPTT timing (CIFAR-10, PreAct ResNet-18,
+# T = 6, 200 epochs: 6.35 h, sltt.md Table 1). Good to a factor of ~2; it tells hours from weeks.
+_GPU_H_PER_SAMPLE_STEP_GFLOP = 6.35 / (200 * 50_000 * 6 * 0.56)
+_TRAIN_SAMPLES = {"cifar10": 50_000, "cifar100": 50_000, "cifar10_dvs": 9_000, "dvs_gesture": 1_176,
+                  "imagenet": 1_281_167, "digits": 1_150}
+_GFLOPS = {  # forward, one sample, one step, native input size
+    "convnet": 0.005, "preact_spiking_resnet18": 0.56, "resnet18": 0.56, "resnet19": 2.2,
+    "spiking_vgg11_bn": 0.7, "vggsnn": 0.6, "stds_cifarnet": 2.5, "sew_resnet18": 1.8, "sew_resnet34": 3.6,
+    "sew_resnet50": 4.1, "spiking_resnet18": 1.8, "spiking_resnet34": 3.6, "nf_resnet34": 3.6,
+    "nf_resnet50": 4.1, "nf_resnet101": 7.8, "preact_spiking_resnet18_imagenet": 1.8,
+}
+
+
+def estimate_gpu_hours(name: str) -> float | None:
+    """Budget from the composed recipe (epochs, data, T, model); None when a piece is unknown."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=[f"experiment={name}"])
+    gflops = _GFLOPS.get(cfg.model.name)
+    samples = _TRAIN_SAMPLES.get(cfg.data.name)
+    if gflops is None or samples is None:
+        return None
+    steps = cfg.T
+    if cfg.method.name.startswith("sltt_k"):
+        steps = cfg.T * (1 + 2 * cfg.method.get("K", cfg.T) / cfg.T) / 3  # no-grad steps cost ~1/3 of a step
+    return cfg.trainer.max_epochs * samples * steps * gflops * _GPU_H_PER_SAMPLE_STEP_GFLOP
+
+
+def _hours(h: float) -> str:
+    return "<0.01" if h < 0.01 else f"{h:.2g}" if h < 10 else f"{h:,.0f}"
+
+
 def describe(path: Path) -> dict[str, str]:
     cfg = OmegaConf.load(path)
     overrides = {}
@@ -31,13 +67,18 @@ def describe(path: Path) -> dict[str, str]:
                 overrides[str(k).replace("override ", "").strip("/")] = str(v)
     expected = cfg.get("expected") or {}
     budget = expected.get("gpu_hours")
+    if budget is not None:
+        budget_text = f"{budget:.3g} GPU-h (paper)"
+    else:
+        est = estimate_gpu_hours(path.stem)
+        budget_text = "–" if est is None else f"~{_hours(est)} GPU-h (est.)"
     return {
         "target": "repro-" + path.stem.replace("_", "-"),
         "recipe": path.stem,
         "method/model/data": "/".join(overrides.get(k, "–") for k in ("method", "model", "data")),
         "T": str(cfg.get("T", "–")),
         "paper top-1 %": "–" if expected.get("top1") is None else f"{expected['top1']}",
-        "GPU budget": "–" if budget is None else f"~{budget} GPU-h",
+        "GPU budget": budget_text,
     }
 
 

@@ -122,9 +122,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
     ckpt_cb = next((c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)), None)
     best = ckpt_cb.best_model_path if ckpt_cb is not None else ""
+    # a method may test its final weights instead (e.g. STDS: the fully sparse network)
+    test_ckpt = "" if getattr(module, "test_checkpoint", "best") == "last" else best
     test_metrics: dict[str, Any] = {}
     if cfg.get("test", True):
-        trainer.test(module, datamodule=datamodule, ckpt_path=best or None, weights_only=False)
+        trainer.test(module, datamodule=datamodule, ckpt_path=test_ckpt or None, weights_only=False)
         test_metrics = {k: _scalar(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
 
     cost_of_inference: dict[str, Any] = {}
@@ -150,7 +152,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         else None,
         "best_checkpoint": best or None,
         "test": test_metrics,
-        "test_checkpoint": "best" if best else "last-weights",
+        "test_checkpoint": "best" if test_ckpt else "last-weights",
         "firing_rate": getattr(module, "last_firing_rates", {}),
         "mean_firing_rate": getattr(module, "last_firing_rates", {}).get("mean"),
         "parameters": n_params,

@@ -34,8 +34,12 @@ class NormFactory:
         self.kind = kind
         self.params = params
 
-    def __call__(self, num_features: int, alpha: float = 1.0, **overrides: Any) -> nn.Module:
-        return build_norm(self.kind, num_features, alpha=alpha, **{**self.params, **overrides})
+    def __call__(self, num_features: int, alpha: float | None = None, **overrides: Any) -> nn.Module:
+        """``alpha`` given by the model (residual branch) wins over one set in the config."""
+        params = {**self.params, **overrides}
+        if alpha is not None:
+            params["alpha"] = alpha
+        return build_norm(self.kind, num_features, **params)
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.params.items())

@@ -37,9 +37,10 @@ from lightning.pytorch.strategies import ParallelStrategy
 from spikingjelly.activation_based import functional
 from torch import nn
 
-from spikeforge.errors import CheckpointError, ConfigError
+from spikeforge.errors import ConfigError
 from spikeforge.losses import LossFn
 from spikeforge.methods.base import SpikingClassifier
+from spikeforge.utils.checkpoints import load_matching, read_net_state_dict
 
 # Losses that are a mean of per-step terms, so that Σ_t loss(o_t)/T is the loss of the sequence.
 PER_STEP_LOSSES = ("tet",)
@@ -112,33 +113,7 @@ def load_net_weights(net: nn.Module, path: str | Path) -> None:
     """Load the network weights of ``path`` into ``net`` (strict): a spikeforge/Lightning checkpoint
     (keys ``net.*`` of its ``state_dict``) or a bare state dict of the network. Optimiser, schedule
     and epoch are not taken over. Any missing, unexpected or mis-shaped key is an error."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"method.init_from={path} does not exist; pass the stage-1 run's "
-                              "checkpoints/last.ckpt (or best-*.ckpt)")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as e:
-        raise CheckpointError(f"cannot read method.init_from={path} ({type(e).__name__}); "
-                              "it is truncated or not a checkpoint") from None
-    state = ckpt.get("state_dict", ckpt) if isinstance(ckpt, dict) else None
-    if not isinstance(state, dict):
-        raise CheckpointError(f"method.init_from={path} holds no state dict")
-    if any(k.startswith("net.") for k in state):
-        state = {k[len("net."):]: v for k, v in state.items() if k.startswith("net.")}
-    own = net.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    shapes = sorted(k for k in set(own) & set(state) if tuple(own[k].shape) != tuple(state[k].shape))
-    if missing or unexpected or shapes:
-        detail = "; ".join(
-            f"{what}: {', '.join(keys[:3])}{' …' if len(keys) > 3 else ''}"
-            for what, keys in (("missing", missing), ("unexpected", unexpected), ("shape differs", shapes))
-            if keys
-        )
-        raise CheckpointError(f"method.init_from={path} does not match this model ({detail}); "
-                              "use a checkpoint of the same model config")
-    net.load_state_dict(state, strict=True)
+    load_matching(net, read_net_state_dict(path, "method.init_from"), f"method.init_from={path}")
     log.info("network weights initialised from %s", path)
 
 
