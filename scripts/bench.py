@@ -403,11 +403,7 @@ def run_config(spec: dict[str, Any]) -> dict[str, Any]:
     L.seed_everything(spec.get("seed", 0), workers=False, verbose=False)
     device = torch.device(spec.get("device", "cpu"))
     T = 1 if variant == "ann" else int(spec["T"])
-    extra = ["~method.neuron", "+method.neuron.kind=relu"] if variant == "ann" else []
-    if variant == "compile":
-        extra.append("model.compile=true")
-    cfg = compose_cfg(spec["method"], spec["model"], T, extra)
-    module = build_module(cfg)
+    cfg, module, ann_trainer = variant_module(spec["method"], spec["model"], T, variant)
     events = bool(spec.get("events", False))
     x, y = synthetic_batch(int(spec["batch"]), int(cfg.data.channels), int(spec.get("image_size", 32)),
                            int(cfg.data.num_classes), T, events)
@@ -415,6 +411,40 @@ def run_config(spec: dict[str, Any]) -> dict[str, Any]:
         module = module.to(memory_format=torch.channels_last)
         x = x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x
     rss_setup = current_rss_bytes()
+    return _measure(spec, variant, device, cfg, module, ann_trainer, x, y, T, rss_setup)
+
+
+def variant_module(method_spec: str, model: str, T: int, variant: str) -> tuple[Any, Any, str | None]:
+    """``(cfg, module, ann_trainer)`` for one variant: ``ann`` puts ReLU in every neuron slot (keys
+    that read the neuron's settings keep their values); ``compile`` sets ``model.compile=true``."""
+    from omegaconf import OmegaConf, open_dict
+
+    extra = ["model.compile=true"] if variant == "compile" else []
+    cfg = compose_cfg(method_spec, model, T, extra)
+    if variant == "ann":  # ReLU in every neuron slot; other keys that read the neuron's settings keep them
+        method = OmegaConf.to_container(cfg.method, resolve=True)
+        method["neuron"] = {"kind": "relu"}
+        with open_dict(cfg):
+            cfg.method = OmegaConf.create(method)
+    ann_trainer = None
+    try:
+        module = build_module(cfg)
+    except Exception as e:
+        from spikeforge.run import user_error_in
+
+        if variant != "ann" or user_error_in(e) is None:
+            raise
+        # a method that only accepts its own neuron (ASGL): the ANN is trained by the base class with
+        # the method's norm, loss and optimiser
+        with open_dict(cfg):
+            cfg.method["_target_"] = "spikeforge.methods.base.SpikingClassifier"
+        module, ann_trainer = build_module(cfg), "base (the method refuses relu)"
+    return cfg, module, ann_trainer
+
+
+def _measure(spec: dict[str, Any], variant: str, device: torch.device, cfg: Any, module: Any,
+             ann_trainer: str | None, x: torch.Tensor, y: torch.Tensor, T: int, rss_setup: int | None
+             ) -> dict[str, Any]:
     t0 = time.perf_counter()
     if variant in ("plain", "stepwise"):
         figures = time_plain(module, x, y, spec["warmup"], spec["steps"], device, stepwise=variant == "stepwise")
@@ -431,6 +461,7 @@ def run_config(spec: dict[str, Any]) -> dict[str, Any]:
         "device": str(device),
         "threads": torch.get_num_threads(),
         "K": getattr(module, "K", None),
+        **({"ann_trainer": ann_trainer} if ann_trainer else {}),
         "parameters": sum(p.numel() for p in module.net.parameters()),
         "param_bytes": sum(p.numel() * p.element_size() for p in module.net.parameters()),
         **figures,

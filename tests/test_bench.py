@@ -180,3 +180,20 @@ def test_quick_run_end_to_end(tmp_path: Path) -> None:
     assert row["saved_bytes_peak"] > row["saved_param_bytes_at_peak"] > 0
     assert row["rss_peak_bytes"] >= row["rss_setup_bytes"] > 0
     assert data["machine"]["load_average"] is not None
+
+
+# ---- the ANN of every method -----------------------------------------------------------------------
+METHODS = sorted(p.stem for p in (ROOT / "conf" / "method").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_ann_variant_of_every_method_has_no_spiking_neuron(method: str) -> None:
+    from spikeforge.neurons import is_neuron
+
+    cfg, module, _ = bench.variant_module(method, "convnet", 1, "ann")
+    assert cfg.method.neuron.kind == "relu" and module.T == 1
+    assert not any(is_neuron(m) for m in module.net.modules())
+    assert any(isinstance(m, nn.ReLU) for m in module.net.modules())
+    snn_cfg, snn, _ = bench.variant_module(method, "convnet", 2, "method")
+    if snn_cfg.method.neuron.kind != "relu":  # dsr_ann is already the ANN (DSR hybrid step 1)
+        assert any(is_neuron(m) for m in snn.net.modules())
