@@ -535,6 +535,9 @@ PRESETS: dict[str, list[dict[str, Any]]] = {
                "variants": ["method", "ann", "plain"], "warmup": 1, "steps": 2, "image_size": 16}],
     "default": [_FAST_PATH, _PAIRED],
     "targets": [{**_TARGET_KEYS, **run} for run in _TARGETS],
+    # every method of conf/method/ on convnet: step, ANN ratio and framework overhead (paired)
+    "methods": [{**_FAST_PATH, "methods": sorted(p.stem for p in (ROOT / "conf" / "method").glob("*.yaml")),
+                 "T": [4], "variants": ["ann", "paired"], "steps": 3}],
     "all": [_FAST_PATH, _PAIRED, _COMPILE, *({**_TARGET_KEYS, **run} for run in _TARGETS)],
 }
 
@@ -748,7 +751,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--preset", choices=sorted(PRESETS), default=None,
                    help="a predefined grid: default (BPTT on convnet: ANN, plain and stepwise loops), "
-                        "targets (the SLTT/BPTT figures on preact_spiking_resnet18), all (both), quick")
+                        "targets (the SLTT/BPTT figures on preact_spiking_resnet18), all (both), "
+                        "methods (every conf/method on convnet, T=4), quick")
     p.add_argument("--quick", action="store_true", help="one tiny configuration (CI-style check)")
     p.add_argument("--methods", nargs="+", help="conf/method names, optionally name:key=val,... (e.g. sltt_k:K=1)")
     p.add_argument("--models", nargs="+", help="conf/model names")
