@@ -555,11 +555,10 @@ def add_ratios(rows: list[dict[str, Any]]) -> None:
     plain = {(*_key(r), r["T"]): r["step_s"] for r in ok if r["variant"] == "plain"}
     stepwise = {(*_key(r), r["T"]): r["step_s"] for r in ok if r["variant"] == "stepwise"}
     for r in ok:
-        if r["variant"] in ("method", "compile"):
-            if _key(r) in ann:
-                r["ann_ratio"] = r["step_s"] / (r["T"] * ann[_key(r)])
-            if (*_key(r), r["T"]) in plain:
-                r["overhead"] = r["step_s"] / plain[(*_key(r), r["T"])]
+        if r["variant"] in ("method", "compile", "paired") and _key(r) in ann:
+            r["ann_ratio"] = r["step_s"] / (r["T"] * ann[_key(r)])
+        if r["variant"] in ("method", "compile") and (*_key(r), r["T"]) in plain:
+            r["overhead"] = r["step_s"] / plain[(*_key(r), r["T"])]
         if r["variant"] == "paired" and r.get("plain_step_s"):
             r["overhead"] = r["step_s"] / r["plain_step_s"]
         if r["variant"] == "plain" and (*_key(r), r["T"]) in stepwise:
@@ -705,7 +704,7 @@ def _fmt_load(load: Any) -> str:
 
 
 def plot_rows(rows: list[dict[str, Any]], out_dir: Path) -> list[Path]:
-    """time_vs_T.png and memory_vs_T.png: one line per method × model × batch (variant method)."""
+    """time_vs_T.png and memory_vs_T.png: one line per method × model × batch (variants method, paired)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -713,8 +712,9 @@ def plot_rows(rows: list[dict[str, Any]], out_dir: Path) -> list[Path]:
 
     series: dict[str, list[dict[str, Any]]] = {}
     for r in rows:
-        if not r.get("error") and r["variant"] == "method" and r.get("step_s"):
-            series.setdefault(f"{r['method_label']} · {r['model']} · N={r['batch']}", []).append(r)
+        if not r.get("error") and r["variant"] in ("method", "paired") and r.get("step_s"):
+            tag = " · paired" if r["variant"] == "paired" else ""
+            series.setdefault(f"{r['method_label']} · {r['model']} · N={r['batch']}{tag}", []).append(r)
     paths = []
     for fname, key, scale, ylabel in (("time_vs_T.png", "step_s", 1.0, "median step time (s)"),
                                       ("memory_vs_T.png", "saved_bytes_peak", MB, "peak saved for backward (MB)")):
@@ -771,6 +771,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", default="outputs/bench", help="results go to <out>/<UTC date>/")
     p.add_argument("--no-plots", action="store_true")
     p.add_argument("--dry-run", action="store_true", help="list the configurations and exit")
+    p.add_argument("--rewrite", metavar="DIR", help="re-derive ratios and targets of DIR/bench.json and rewrite "
+                   "its Markdown and plots (no measurement)")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
@@ -801,6 +803,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.worker:
         row = run_config(json.loads(args.worker))
         print(RESULT_TAG + json.dumps(row, default=str), flush=True)
+        return 0
+    if args.rewrite:
+        out_dir = Path(args.rewrite)
+        report = json.loads((out_dir / "bench.json").read_text())
+        add_ratios(report["rows"])
+        report["targets"] = evaluate_targets(report["rows"])
+        for path in write_report(report, out_dir, plots=not args.no_plots):
+            print(f"wrote {path}")
         return 0
     grid = grid_from_args(args)
     if args.dry_run:

@@ -155,6 +155,11 @@ def test_report_writer(tmp_path: Path) -> None:
     assert "- NOT MEASURED: SLTT saved bytes <= 152 MB" in md
     assert "load average at start/end 1.0 2.0 3.0 / –" in md
     assert (tmp_path / "time_vs_T.png").stat().st_size > 1000
+    # --rewrite re-derives ratios from bench.json alone
+    data["rows"][1].pop("ann_ratio")
+    (tmp_path / "bench.json").write_text(json.dumps(data))
+    assert bench.main(["--rewrite", str(tmp_path), "--no-plots"]) == 0
+    assert json.loads((tmp_path / "bench.json").read_text())["rows"][1]["ann_ratio"] == pytest.approx(0.9375)
 
 
 # ---- model.compile -------------------------------------------------------------------------------
