@@ -44,6 +44,7 @@ import resource
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import weakref
 from collections.abc import Iterable, Sequence
@@ -479,8 +480,9 @@ def run_in_subprocess(spec: dict[str, Any], threads: int, timeout: float) -> dic
            "MKL_NUM_THREADS": str(threads), "PYTHONWARNINGS": "ignore"}
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", json.dumps(spec), "--threads", str(threads)]
     start = time.perf_counter()
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, cwd=ROOT)
+    try:  # in a scratch folder: files a method writes into the working directory are not kept
+        with tempfile.TemporaryDirectory(prefix="spikeforge-bench-") as scratch:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, cwd=scratch)
     except subprocess.TimeoutExpired:
         return {**spec, "method_label": method_label(spec["method"]), "error": f"timed out after {timeout:.0f} s"}
     for line in proc.stdout.splitlines():
