@@ -2,7 +2,7 @@
 ANN of the same graph and against a plain spikingjelly + torch loop of the same network.
 
     python scripts/bench.py                       # the default grid (small, for a 2-core CPU)
-    python scripts/bench.py --quick               # one tiny configuration, seconds
+    python scripts/bench.py --quick               # one tiny configuration, its ANN and plain loop
     python scripts/bench.py --methods bptt sltt "sltt_k:K=1" --models preact_spiking_resnet18 \\
         --T 1 4 8 --batch 16 --out docs/benchmarks
     python scripts/bench.py --preset targets      # the grid the targets below are checked on
