@@ -63,3 +63,7 @@ repro-%: install  ## run a paper recipe, e.g. make repro-sltt-cifar10 ARGS="trai
 
 compare: install  ## every method on digits with the same model, 3 seeds each → docs/compare/ (table + plots)
 	$(PY) scripts/compare.py $(ARGS)
+
+.PHONY: bench
+bench: install  ## training-step time/memory per method x model x T vs ANN and plain loop → outputs/bench/<date>/ (ARGS="--preset all --out docs/benchmarks")
+	$(PY) scripts/bench.py $(ARGS)

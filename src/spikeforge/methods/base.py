@@ -88,8 +88,8 @@ class SpikingClassifier(L.LightningModule):
     def build_net(self) -> nn.Module:
         cfg = dict(self.hparams.model)
         name = cfg.pop("name")
-        cfg.pop("compile", None)
-        return build_model(
+        compile_net = bool(cfg.pop("compile", False))
+        net = build_model(
             name,
             num_classes=self.hparams.num_classes,
             in_channels=self.hparams.in_channels,
@@ -97,6 +97,9 @@ class SpikingClassifier(L.LightningModule):
             norm=self.norm_factory(),
             **cfg,
         )
+        if compile_net:  # model.compile=true: torch.compile in place (state-dict keys unchanged)
+            net.compile()
+        return net
 
     # ---- forward ----------------------------------------------------------------------------
     def encode(self, x: torch.Tensor) -> torch.Tensor:
