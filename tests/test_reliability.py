@@ -50,6 +50,17 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return run
 
 
+def test_kill_after_the_final_checkpoint_resumes_to_the_same_results(reference: Path, tmp_path: Path) -> None:
+    """Killed after the last epoch's checkpoint but before results.json: nothing is left to fit, and the
+    resumed run still reports the uninterrupted run's validation and test metrics."""
+    run = tmp_path / "late"
+    assert run_train([*SHORT, f"run_dir={run}"]).returncode == 0
+    (run / "results.json").unlink()
+    r = run_train([*SHORT, f"run_dir={run}", "resume=auto"])
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert_same_run(reference, run)
+
+
 def test_sigkill_mid_step_resumes_exactly(reference: Path, tmp_path: Path) -> None:
     # step 17: epoch 2, batch 5, inside the optimiser step; last checkpoint at step 15
     run = kill_and_resume(tmp_path, SHORT, kill_step=17)

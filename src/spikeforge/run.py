@@ -244,6 +244,11 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
         distributed.export_job_config(cfg)  # DDP ranks started by Lightning train exactly this config
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=False)
     val_metrics = {k: _scalar(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+    if not val_metrics and ckpt_path is not None and not trainer.fast_dev_run:
+        # resumed from a checkpoint taken after the last epoch: nothing left to fit, so validate the
+        # final weights to report the same metrics as the uninterrupted run
+        trainer.validate(module, datamodule=datamodule, verbose=False, weights_only=False)
+        val_metrics = {k: _scalar(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
 
     ckpt_cb = next((c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)), None)
     best = ckpt_cb.best_model_path if ckpt_cb is not None else ""
