@@ -198,23 +198,7 @@ class ASGLLIF(base.MemoryModule):
                f"train_decay={self.decay_logit.requires_grad}, step_mode={self.step_mode}"
 
 
-@register_neuron("asgl_lif")
-def asgl_lif(
-    decay: float = 0.5,
-    v_threshold: float = 1.0,
-    surrogate: str = "sigmoid",
-    width: float = 5.0,
-    p: float = 0.2,
-    train_width: bool = True,
-    train_decay: bool = False,
-    granularity: str = "layer",
-    num_features: int | None = None,
-    shape: Sequence[int] | None = None,
-    step_mode: str = "m",
-) -> ASGLLIF:
-    """ASGL LIF neuron; defaults from asgl.md ("Building blocks")."""
-    return ASGLLIF(decay, v_threshold, surrogate, width, p, train_width, train_decay, granularity,
-                   num_features, shape, step_mode)
+register_neuron("asgl_lif")(ASGLLIF)  # defaults from asgl.md ("Building blocks")
 
 
 def hybrid_spikes(module: nn.Module) -> list[HybridSpike]:

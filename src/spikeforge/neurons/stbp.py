@@ -106,15 +106,4 @@ class STBPLIFNode(base.MemoryModule):
                 f"detach_reset={self.detach_reset}, step_mode={self.step_mode}")
 
 
-@register_neuron("stbp_lif")
-def stbp_lif(
-    v_threshold: float = 0.5,
-    decay: float = 0.25,
-    width: float = 1.0,
-    detach_reset: bool = False,
-    step_mode: str = "m",
-    store_u_seq: bool = False,
-) -> STBPLIFNode:
-    """STBP LIF (stbp_tdbn.md defaults: V_th 0.5, τ 0.25, a 1)."""
-    return STBPLIFNode(v_threshold=v_threshold, decay=decay, width=width, detach_reset=detach_reset,
-                       step_mode=step_mode, store_u_seq=store_u_seq)
+register_neuron("stbp_lif")(STBPLIFNode)  # stbp_tdbn.md defaults: V_th 0.5, τ 0.25, a 1
