@@ -5,15 +5,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
-from omegaconf import DictConfig, OmegaConf, open_dict
+from conftest import CONF, QUIET, compose_cfg
+from omegaconf import DictConfig, OmegaConf
 from spikingjelly.activation_based import functional
 from spikingjelly.activation_based.neuron import DSRIFNode, DSRLIFNode
 from torch import nn
@@ -35,22 +33,11 @@ from spikeforge.neurons import build_neuron, is_neuron, list_neurons, neuron_fac
 from spikeforge.neurons.basic import ReLUNeuron
 from spikeforge.neurons.dsr import DSRIFNeuron, DSRLIFNeuron, dsr_weights, weighted_rate
 
-ROOT = Path(__file__).resolve().parents[1]
-CONF = ROOT / "conf"
-os.environ.setdefault("SPIKEFORGE_ROOT", str(ROOT))
-QUIET = ["~callbacks.progress_bar", "~callbacks.model_summary", "++trainer.enable_progress_bar=false",
-         "++trainer.enable_model_summary=false", "logger=csv"]
+QUIET_CSV = [*QUIET, "logger=csv"]
 
 
 def dsr_cfg(tmp_path: Path, *overrides: str) -> DictConfig:
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose(config_name="train", overrides=[*QUIET, *overrides])
-    GlobalHydra.instance().clear()
-    with open_dict(cfg):
-        cfg.paths.output_dir = str(tmp_path / "run")
-        cfg.paths.log_dir = str(tmp_path)
-    return cfg
+    return compose_cfg([*QUIET_CSV, *overrides], tmp_path / "run")
 
 
 def const(values: list[float], T: int) -> torch.Tensor:

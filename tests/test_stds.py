@@ -9,6 +9,7 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
+from conftest import CONF, ROOT
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, open_dict
 from torch import nn
@@ -29,8 +30,6 @@ from spikeforge.layers.sparse import (
 from spikeforge.methods.stds import STDSClassifier, grad_r_adam, grad_r_sgd
 from spikeforge.models import build_model
 
-ROOT = Path(__file__).resolve().parents[1]
-CONF = ROOT / "conf"
 TOL = dict(atol=1e-6, rtol=0)
 
 

@@ -23,7 +23,24 @@ def lif(
     store_v_seq: bool = False,
 ) -> neuron.LIFNode:
     """spikingjelly ``LIFNode``; every argument explicit (its defaults differ between versions)."""
-    return neuron.LIFNode(
+    return lif_node(neuron.LIFNode, tau, decay_input, v_threshold, v_reset, surrogate, surrogate_alpha,
+                    detach_reset, step_mode, store_v_seq)
+
+
+def lif_node(
+    cls: type[neuron.BaseNode],
+    tau: float,
+    decay_input: bool,
+    v_threshold: float,
+    v_reset: float | None,
+    surrogate: str,
+    surrogate_alpha: float | None,
+    detach_reset: bool,
+    step_mode: str,
+    store_v_seq: bool,
+) -> neuron.BaseNode:
+    """A LIF node class taking ``LIFNode``'s arguments (``LIFNode``, SLTT's) with the surrogate built by name."""
+    return cls(
         tau=tau,
         decay_input=decay_input,
         v_threshold=v_threshold,

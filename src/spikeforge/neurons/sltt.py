@@ -23,6 +23,7 @@ from spikingjelly.activation_based import neuron
 
 from spikeforge.errors import ConfigError
 from spikeforge.neurons import register_neuron
+from spikeforge.neurons.basic import lif_node
 from spikeforge.neurons.surrogates import build_surrogate
 
 
@@ -104,13 +105,5 @@ def sltt_lif(
     """SLTT's LIF (defaults from sltt.md "Neuron"); v_{t−1} detached in both step modes."""
     if tau < 1:
         raise ConfigError(f"sltt_lif needs tau >= 1 (got tau={tau}); the leak is 1 - 1/tau, e.g. tau=1.1")
-    return SLTTLIFNeuron(
-        tau=tau,
-        decay_input=decay_input,
-        v_threshold=v_threshold,
-        v_reset=v_reset,
-        surrogate_function=build_surrogate(surrogate, surrogate_alpha),
-        detach_reset=detach_reset,
-        step_mode=step_mode,
-        store_v_seq=store_v_seq,
-    )
+    return lif_node(SLTTLIFNeuron, tau, decay_input, v_threshold, v_reset, surrogate, surrogate_alpha,
+                    detach_reset, step_mode, store_v_seq)
