@@ -40,14 +40,12 @@ import json
 import math
 import os
 import platform
-import resource
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import weakref
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -66,77 +64,8 @@ VARIANTS = ("method", "ann", "plain", "stepwise", "compile", "paired")
 SLTT_RESNET = "preact_spiking_resnet18"
 
 
-# ---- saved-for-backward bytes --------------------------------------------------------------------
-class SavedBytesCounter:
-    """Live and peak bytes of the tensors autograd saves for backward, inside ``with counter:``.
-
-    Every saved tensor is counted once per storage (a storage saved by several nodes, or a view of
-    it, counts once) for as long as some graph node holds it: the pack hook wraps the tensor in a
-    handle whose release (graph freed after backward, or dropped) decrements the count.
-    ``peak_param_bytes`` is the part of the peak held by parameter storages (resident anyway).
-    """
-
-    def __init__(self, params: Iterable[torch.Tensor] = ()) -> None:
-        self.param_ptrs = {p.untyped_storage().data_ptr() for p in params}
-        self.live = 0
-        self.live_params = 0
-        self.peak = 0
-        self.peak_param_bytes = 0
-        self.saved_calls = 0
-        self._refs: dict[int, int] = {}
-        self._hooks = torch.autograd.graph.saved_tensors_hooks(self._pack, self._unpack)
-
-    def _pack(self, t: torch.Tensor) -> Any:
-        self.saved_calls += 1
-        storage = t.untyped_storage()
-        key, nbytes = storage.data_ptr(), storage.nbytes()
-        if nbytes == 0:
-            return t
-        n = self._refs.get(key, 0)
-        self._refs[key] = n + 1
-        if n == 0:
-            self.live += nbytes
-            if key in self.param_ptrs:
-                self.live_params += nbytes
-            if self.live > self.peak:
-                self.peak, self.peak_param_bytes = self.live, self.live_params
-        handle = _Saved(t.detach())  # detached: no reference cycle through a saved output's grad_fn
-        weakref.finalize(handle, self._release, key, nbytes)
-        return handle
-
-    @staticmethod
-    def _unpack(handle: Any) -> torch.Tensor:
-        return handle.tensor if isinstance(handle, _Saved) else handle
-
-    def _release(self, key: int, nbytes: int) -> None:
-        n = self._refs.get(key, 0) - 1
-        if n > 0:
-            self._refs[key] = n
-            return
-        self._refs.pop(key, None)
-        self.live -= nbytes
-        if key in self.param_ptrs:
-            self.live_params -= nbytes
-
-    def __enter__(self) -> SavedBytesCounter:
-        self._hooks.__enter__()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self._hooks.__exit__(*exc)
-
-
-class _Saved:
-    __slots__ = ("__weakref__", "tensor")
-
-    def __init__(self, tensor: torch.Tensor) -> None:
-        self.tensor = tensor
-
-
-def peak_rss_bytes() -> int:
-    """Peak resident set size of this process (Linux reports KiB, macOS bytes)."""
-    r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return int(r if sys.platform == "darwin" else r * 1024)
+# ---- memory: one implementation for runs and benchmarks (spikeforge.utils.memory) ----------------
+from spikeforge.utils.memory import SavedBytesCounter, peak_host_memory_bytes  # noqa: E402
 
 
 def current_rss_bytes() -> int | None:
@@ -467,7 +396,7 @@ def _measure(spec: dict[str, Any], variant: str, device: torch.device, cfg: Any,
         "param_bytes": sum(p.numel() * p.element_size() for p in module.net.parameters()),
         **figures,
         "rss_setup_bytes": rss_setup,
-        "rss_peak_bytes": peak_rss_bytes(),
+        "rss_peak_bytes": peak_host_memory_bytes()[0],
         "measure_wall_s": time.perf_counter() - t0,
     }
 

@@ -1,7 +1,8 @@
 """PNG plots of a (multi)run directory:
 
 - ``val_acc_vs_epoch.png``: validation top-1 per epoch of every run (from ``csv/metrics.csv``);
-- ``memory_vs_T.png``: peak memory against T, one line per method;
+- ``memory_vs_T.png``: against T, one line per method: the peak bytes saved for backward in one
+  training step (the figure the SLTT paper compares) and the run's own peak memory;
 - ``acc_vs_connectivity.png``: test top-1 against connectivity (1 − sparsity), STDS sweeps;
 - ``width_sweep.png``: test top-1 against the surrogate width, one line per method (ASGL vs SG).
 
@@ -55,6 +56,22 @@ def val_curves(runs: list[Run]) -> dict[str, tuple[list[int], list[float]]]:
     return curves
 
 
+def memory_points(runs: list[Run]) -> tuple[list[tuple[str, float, float]], list[tuple[str, float, float]]]:
+    """``(saved, peak)`` points (method, T, MB): the peak bytes saved for backward in one training step
+    and the run's own peak memory (GPU when it ran on one, else host)."""
+    saved, peak = [], []
+    for r in runs:
+        if r.key("T") is None:
+            continue
+        method, T = str(r.key("method")), float(r.key("T"))
+        if r.results.get("saved_for_backward_peak_bytes") is not None:
+            saved.append((method, T, r.results["saved_for_backward_peak_bytes"] / 2**20))
+        own = r.results.get("peak_gpu_memory_bytes") or r.results.get("peak_host_memory_bytes")
+        if own:
+            peak.append((method, T, own / 2**20))
+    return saved, peak
+
+
 def _mean_by(points: list[tuple[str, float, float]]) -> dict[str, tuple[list[float], list[float]]]:
     acc: dict[str, dict[float, list[float]]] = defaultdict(lambda: defaultdict(list))
     for series, x, y in points:
@@ -90,11 +107,22 @@ def plot_all(root: Path, out: Path) -> list[Path]:
         written.append(out / name)
 
     line_plot("val_acc_vs_epoch.png", val_curves(runs), "epoch", "validation top-1 (%)", "Validation accuracy")
-    mem = [(str(r.key("method")), float(r.key("T")),
-            ((r.results.get("peak_gpu_memory_bytes") or r.results.get("peak_host_memory_bytes")) / 2**20))
-           for r in runs if r.key("T") is not None]
-    line_plot("memory_vs_T.png", _mean_by(mem) if len({p[1] for p in mem}) > 1 else {}, "T",
-              "peak memory (MB)", "Peak memory against time steps")
+    saved, peak = memory_points(runs)
+    if len({p[1] for p in saved + peak}) > 1:
+        fig, axes = plt.subplots(1, 2, figsize=(10, 4.2))
+        for ax, points, ylabel in ((axes[0], saved, "peak saved for backward, one step (MB)"),
+                                   (axes[1], peak, "peak memory of the run (MB)")):
+            for label, (xs, ys) in _mean_by(points).items():
+                ax.plot(xs, ys, marker="o", ms=3, label=label)
+            ax.set(xlabel="T", ylabel=ylabel)
+            ax.grid(alpha=0.3)
+            if ax.lines:
+                ax.legend(fontsize=8)
+        fig.suptitle("Memory against time steps (mean over seeds)")
+        _save(fig, out / "memory_vs_T.png")
+        written.append(out / "memory_vs_T.png")
+    else:
+        print("skipped memory_vs_T.png: no runs with the data it needs")
     conn = [(str(r.key("method.schedule") or r.key("method")), 100 * (1 - sparsity_of(r.results)), _top1(r))
             for r in runs if sparsity_of(r.results) is not None and _top1(r) is not None]
     line_plot("acc_vs_connectivity.png", _mean_by(conn), "connectivity (%)", "test top-1 (%)",

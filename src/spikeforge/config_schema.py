@@ -274,6 +274,10 @@ def validate(cfg: DictConfig) -> None:
     if T is not None and not POSITIVE_INT.ok(T):
         raise ConfigError(f"T must be a positive number of time steps (got T={T}); e.g. T=4")
     _check_dataclass("", {k: c.get(k) for k in ("T", "seed") if k in c}, RunSchema, strict=False)
+    threads = c.get("threads")
+    if threads is not None and not POSITIVE_INT.ok(threads):
+        raise ConfigError(f"threads must be a positive number of torch threads or null for torch's default "
+                          f"(got threads={threads!r}); e.g. threads=2")
     if isinstance(c.get("data"), dict):
         _check_dataclass("data", c["data"], DataSchema, strict=False)
     if isinstance(c.get("trainer"), dict):

@@ -98,7 +98,9 @@ COLUMNS = [
     ("paper_top1", "paper top-1 %"),
     ("epoch_time_s", "train s/epoch"),
     ("peak_memory_mb", "peak memory MB"),
+    ("saved_mb", "saved for backward MB"),
     ("firing_rate", "firing rate"),
+    ("macs", "MACs/sample"),
     ("synops", "SynOps/sample"),
     ("energy_mj", "energy mJ/sample"),
     ("sparsity", "sparsity"),
@@ -128,7 +130,10 @@ def summarize(runs: Iterable[Run], group_by: Sequence[str] = DEFAULT_GROUP_BY) -
                                  else None)[0],
             "peak_memory_mb": stat(lambda r: (r.get("peak_gpu_memory_bytes") or r.get("peak_host_memory_bytes")
                                               or 0) / 2**20 or None)[0],
+            "saved_mb": stat(lambda r: r["saved_for_backward_peak_bytes"] / 2**20
+                             if r.get("saved_for_backward_peak_bytes") is not None else None)[0],
             "firing_rate": stat(lambda r: r.get("mean_firing_rate"))[0],
+            "macs": stat(lambda r: r.get("macs_per_sample"))[0],
             "synops": stat(lambda r: r.get("synops_per_sample"))[0],
             "energy_mj": stat(lambda r: r.get("energy_compute_mj_per_sample"))[0],
             "sparsity": stat(sparsity_of)[0],

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import logging
 import os
 import platform
@@ -168,6 +169,13 @@ def git_commit(root: str | Path) -> str | None:
         return None
 
 
+def _version(package: str) -> str | None:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
 def _scalar(v: Any) -> Any:
     return v.item() if isinstance(v, torch.Tensor) and v.numel() == 1 else v
 
@@ -209,16 +217,22 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     A run continues from a checkpoint with ``ckpt_path=`` / ``resume=auto`` (:func:`resume_checkpoint`);
     a signal (SIGTERM/SIGUSR1) ends it with a checkpoint and :class:`TrainingInterrupted`."""
     saved_env = distributed.snapshot_launch_env()
+    saved_threads = torch.get_num_threads()
     try:
         return _train(cfg)
     finally:
+        torch.set_num_threads(saved_threads)  # a pinned count is this run's, not the next job's
         distributed.teardown_process_group()
         distributed.restore_launch_env(saved_env)
 
 
 def _train(cfg: DictConfig) -> dict[str, Any]:
     start = time.perf_counter()
+    cost = CostMonitor()
+    cost.start_run()  # this run's own memory peak, also for a job after others in one process
     validate(cfg)
+    if cfg.get("threads"):  # results are repeatable for a fixed seed at a fixed thread count
+        torch.set_num_threads(int(cfg.threads))
     out_dir = _output_dir(cfg)
     ckpt_path = resume_checkpoint(cfg, out_dir)
     if ckpt_path is None and not distributed.is_spawned_child() and distributed.global_rank() == 0 and (
@@ -236,7 +250,6 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
     module = build_module(cfg)
     if ckpt_path is not None:
         check_state_matches(module, ckpt_path)
-    cost = CostMonitor()
     trainer = build_trainer(cfg, [cost, *reliability_callbacks(cfg, out_dir)])
     n_params = sum(p.numel() for p in module.parameters())
 
@@ -291,7 +304,9 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
         **module.extra_results(),
         "wall_time_s": time.perf_counter() - start,
         "git_commit": git_commit(cfg.paths.root_dir),
-        "versions": {"torch": torch.__version__, "lightning": L.__version__, "python": platform.python_version()},
+        "versions": {"torch": torch.__version__, "lightning": L.__version__, "spikingjelly": _version("spikingjelly"),
+                     "python": platform.python_version()},
+        "threads": torch.get_num_threads(),
         "output_dir": str(out_dir),
         "resumed_from": ckpt_path,
         "world_size": trainer.world_size,
@@ -362,7 +377,8 @@ def print_summary(results: dict[str, Any]) -> None:
         return f"{v:.4f}" if isinstance(v, float) else str(v)
 
     for key in ("method", "model", "data", "T", "seed", "epochs", "parameters", "best_val_acc1",
-                "mean_firing_rate", "time_per_step_s", "peak_host_memory_bytes", "wall_time_s"):
+                "mean_firing_rate", "time_per_step_s", "peak_host_memory_bytes", "saved_for_backward_peak_bytes",
+                "synops_per_sample", "wall_time_s"):
         if results.get(key) is not None:
             table.add_row(key, fmt(results[key]))
     for k, v in results.get("test", {}).items():
