@@ -116,11 +116,11 @@ def test_multistep_conv_reparametrised_conv_and_a_network() -> None:
         (E_MAC_PJ * cost["macs_per_sample"] + E_AC_PJ * cost["synops_per_sample"]) * 1e-9)
 
 
-def _trained(method: str, *overrides: str, seed: int = 0, steps: int = 4) -> tuple[L.LightningModule, torch.Tensor]:
+def _trained(method: str, *overrides: str, seed: int = 0, steps: int = 3) -> tuple[L.LightningModule, torch.Tensor]:
     """``method``'s LightningModule (a small ResNet-19: its convs take spikes) on digits after ``steps`` optimiser steps, and a test batch."""
     from spikeforge.run import build_datamodule, build_module
 
-    cfg = compose_cfg([f"method={method}", "model=resnet19", "model.width=8", "model.hidden=32", "data.image_size=16",
+    cfg = compose_cfg([f"method={method}", "model=resnet19", "model.width=8", "model.hidden=32", "data.image_size=8",
                        "data.batch_size=32", "T=2", f"seed={seed}",
                        *overrides])
     L.seed_everything(seed, verbose=False)

@@ -37,8 +37,13 @@ def test_short_run_writes_checkpoints_results_and_evaluates(make_cfg, tmp_path) 
     assert (out / "csv" / "metrics.csv").is_file() and (out / "tensorboard").is_dir()
     for key in ("val", "test", "epochs", "wall_time_s", "time_per_step_s", "peak_host_memory_bytes",
                 "mean_firing_rate", "firing_rate", "parameters", "seed", "git_commit", "best_val_acc1",
-                "synops_per_sample", "macs_per_sample", "energy_compute_mj_per_sample"):
+                "synops_per_sample", "macs_per_sample", "energy_compute_mj_per_sample", "threads",
+                "saved_for_backward_peak_bytes", "peak_host_memory_scope", "inference_cost_per_layer"):
         assert key in results, key
+    assert results["saved_for_backward_peak_bytes"] > results["saved_for_backward_param_bytes"] > 0
+    layers = {r["name"]: r for r in results["inference_cost_per_layer"]}
+    assert layers["net.features.0"]["input"] == "real" and layers["net.features.0"]["macs_per_sample"] > 0
+    assert results["macs_per_sample"] == pytest.approx(sum(r["macs_per_sample"] for r in layers.values()))
     assert results["epochs"] == 2 and results["seed"] == 42
     assert 0 < results["mean_firing_rate"] < 1
     assert any(k.startswith("features.") for k in results["firing_rate"])  # per-layer rates
@@ -80,13 +85,17 @@ def test_eval_reports_missing_and_mismatched_checkpoints(make_cfg, tmp_path) -> 
 
 
 def _seeded_run(tmp_path: Path, name: str, seed: int) -> tuple[dict, dict]:
-    cfg = compose_cfg([*LIMIT, f"seed={seed}", "~callbacks.progress_bar", "~callbacks.model_summary"], tmp_path / name)
+    cfg = compose_cfg([*LIMIT, f"seed={seed}", "threads=1", "~callbacks.progress_bar", "~callbacks.model_summary"],
+                      tmp_path / name)
+    before = torch.get_num_threads()
     results = train(cfg)
+    assert results["threads"] == 1 and torch.get_num_threads() == before  # pinned for the run only
     state = torch.load(Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
     return results, state
 
 
 def test_fixed_seed_is_exactly_repeatable(tmp_path) -> None:
+    """Same seed, same thread count (``threads=1``), same versions: identical weights and metrics."""
     (r1, s1), (r2, s2) = _seeded_run(tmp_path, "a", 7), _seeded_run(tmp_path, "b", 7)
     assert r1["test"] == r2["test"] and r1["val"] == r2["val"]
     for k in s1:
