@@ -1,9 +1,11 @@
 """Every method on the embedded digits data with the same small model, 3 seeds each: one multirun,
 then the results table and plots, copied under ``docs/compare/`` with the date and machine.
 
-    python scripts/compare.py [--methods bptt,sltt,...] [--seeds 0,1,2] [--epochs 6] [--out docs/compare]
+    python scripts/compare.py [--methods bptt,sltt,...] [--seeds 0,1,2] [--epochs 6] [--threads 2] [--out docs/compare]
 
-``make compare`` runs it (about 15 minutes on 2 CPU cores).
+``make compare`` runs it (about 15 minutes on 2 CPU cores). Every job runs at ``--threads`` torch
+threads (results are repeatable for a seed at a fixed thread count), one after another in one process;
+each job's ``results.json`` holds its own peak memory and the bytes saved for backward in one step.
 """
 
 from __future__ import annotations
@@ -28,6 +30,15 @@ import summarize  # noqa: E402
 DEFAULT_METHODS = ["bptt", "stbp_tdbn", "sltt", "sltt_k", "dsr", "asgl", "stds"]
 
 
+COLUMNS_NOTE = (
+    "Peak memory: each job's own peak (host VmHWM reset at the job's start, or the GPU's peak); saved for "
+    "backward: the peak bytes autograd holds during one training step (parameters included). MACs and "
+    "SynOps per sample over all T steps on 16 validation images: a synaptic layer fed spikes (non-zeros of "
+    "one value) counts one accumulate per non-zero input and weight it reaches (SynOps), any other input "
+    "counts dense MACs; energy = 4.6 pJ·MACs + 0.9 pJ·SynOps. In `convnet` every spike passes an average "
+    "pool before the next conv, so its synaptic layers count MACs and SynOps are 0 by this definition.")
+
+
 def machine() -> str:
     return f"{platform.node() or 'host'}: {platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, " \
            f"Python {platform.python_version()}"
@@ -39,6 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--epochs", type=int, default=6)
     p.add_argument("--T", type=int, default=4)
+    p.add_argument("--threads", type=int, default=2, help="torch threads of every job (the committed table: 2)")
     p.add_argument("--out", type=Path, default=ROOT / "docs" / "compare")
     p.add_argument("extra", nargs="*", help="further Hydra overrides for every job")
     args = p.parse_args(argv)
@@ -53,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     sweep = ROOT / "outputs" / "compare" / stamp
     cmd = [sys.executable, str(ROOT / "src" / "train.py"), "-m", f"method={','.join(methods)}", "model=convnet",
            "data=digits", f"T={args.T}", f"seed={args.seeds}", f"trainer.max_epochs={args.epochs}",
+           f"threads={args.threads}",
            "callbacks.progress_bar=null", "task_name=compare", f"hydra.sweep.dir={sweep}", *args.extra]
     print("+ " + " ".join(cmd[1:]), flush=True)
     rc = subprocess.call(cmd, cwd=ROOT)
@@ -63,8 +76,12 @@ def main(argv: list[str] | None = None) -> int:
 
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
-    header = (f"# All methods on digits (convnet, T = {args.T}, {args.epochs} epochs, seeds {args.seeds})\n\n"
-              f"Run on {dt.date.today().isoformat()} — {machine()}. Command: `make compare`.\n\n")
+    command = "make compare" if argv is None and len(sys.argv) == 1 else "python scripts/compare.py " + " ".join(
+        sys.argv[1:] if argv is None else argv)
+    header = (f"# All methods on digits (convnet, T = {args.T}, {args.epochs} epochs, seeds {args.seeds}, "
+              f"{args.threads} threads)\n\n"
+              f"Run on {dt.date.today().isoformat()} — {machine()}. Command: `{command}`.\n\n"
+              f"{COLUMNS_NOTE}\n\n")
     (out / "README.md").write_text(header + (sweep / "summary.md").read_text())
     shutil.copy(sweep / "summary.csv", out / "summary.csv")
     for png in (sweep / "plots").glob("*.png"):

@@ -4,8 +4,9 @@
 
 Columns: method, model, dataset, T (or the --group-by keys), test top-1 mean ± std over seeds, the
 paper's top-1 (``expected.top1`` of the recipe), train time per epoch, the run's own peak memory, the
-peak bytes saved for backward in one training step, mean firing rate, MACs, SynOps and energy per sample, sparsity (STDS), and how many jobs succeeded/failed. Failed jobs are
-listed, not fatal. Writes ``summary.md`` and ``summary.csv`` into the directory (or --out).
+peak bytes saved for backward in one training step, mean firing rate, MACs, SynOps and energy per
+sample, sparsity (STDS), and how many jobs succeeded/failed. Failed jobs are listed, not fatal.
+Writes ``summary.md`` and ``summary.csv`` into the directory (or --out).
 """
 
 from __future__ import annotations

@@ -117,7 +117,8 @@ def test_multistep_conv_reparametrised_conv_and_a_network() -> None:
 
 
 def _trained(method: str, *overrides: str, seed: int = 0, steps: int = 3) -> tuple[L.LightningModule, torch.Tensor]:
-    """``method``'s LightningModule (a small ResNet-19: its convs take spikes) on digits after ``steps`` optimiser steps, and a test batch."""
+    """``method``'s LightningModule after ``steps`` optimiser steps on digits, and a test batch; the model
+    is a small ResNet-19, whose convs take spikes (``convnet`` average-pools them first: MACs)."""
     from spikeforge.run import build_datamodule, build_module
 
     cfg = compose_cfg([f"method={method}", "model=resnet19", "model.width=8", "model.hidden=32", "data.image_size=8",

@@ -22,7 +22,8 @@ def _fake_run(root: Path, name: str, method: str, T: int, width: float, acc: flo
     (d / "csv").mkdir()
     (d / "csv" / "metrics.csv").write_text("epoch,step,val/acc1\n0,10,0.5\n1,20,0.8\n")
     results = {"method": method, "model": "convnet", "data": "digits", "T": T, "epochs": 2, "seed": 0,
-               "test": {"test/acc1": acc}, "peak_host_memory_bytes": 2**20 * 100 * T}
+               "test": {"test/acc1": acc}, "peak_host_memory_bytes": 2**20 * 100 * T,
+               "saved_for_backward_peak_bytes": 2**20 * 10 * T}
     if sparsity is not None:
         results["sparsity"] = {"total": sparsity}
     (d / "results.json").write_text(json.dumps(results))
@@ -35,3 +36,11 @@ def test_all_plots_are_written(tmp_path: Path) -> None:
     written = {p.name for p in plot.plot_all(tmp_path, tmp_path / "plots")}
     assert written == {"val_acc_vs_epoch.png", "memory_vs_T.png", "acc_vs_connectivity.png", "width_sweep.png"}
     assert all((tmp_path / "plots" / n).stat().st_size > 1000 for n in written)
+
+
+def test_memory_plot_uses_saved_bytes_and_the_runs_own_peak(tmp_path: Path) -> None:
+    for i, T in enumerate((2, 4)):
+        _fake_run(tmp_path, str(i), "sltt", T, 1.0, 0.9, None)
+    saved, peak = plot.memory_points(plot.collect_runs(tmp_path))
+    assert sorted(saved) == [("sltt", 2.0, 20.0), ("sltt", 4.0, 40.0)]
+    assert sorted(peak) == [("sltt", 2.0, 200.0), ("sltt", 4.0, 400.0)]

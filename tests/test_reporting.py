@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from conftest import ROOT
 
 sys.path.insert(0, str(ROOT / "scripts"))
@@ -39,6 +40,10 @@ def test_multirun_is_summarised(tmp_path: Path) -> None:
     assert "out of memory" in md
     csv_text = (sweep / "summary.csv").read_text().splitlines()
     assert csv_text[0].startswith("method,model,data,T,top1_mean,top1_std")
+    header = csv_text[0].split(",")
+    saved = float(csv_text[1].split(",")[header.index("saved_mb")])  # one training step's, mean of 2 jobs
+    assert saved == pytest.approx(sum(json.loads((sweep / j / "results.json").read_text())
+                                      ["saved_for_backward_peak_bytes"] for j in jobs) / 2 / 2**20)
     # fast_dev_run writes no CSV log: plots are skipped, not an error (partial data)
     assert plot.plot_all(sweep, sweep / "plots") == []
 
