@@ -40,6 +40,7 @@ CASES: list[tuple[str, list[str], int, str]] = [
     ("T negative", ["T=-3"], 2, r"T must be a positive number of time steps \(got T=-3\)"),
     ("T fractional", ["T=2.5"], 2, r"T must be a positive number of time steps \(got T=2.5\)"),
     ("negative seed", ["seed=-1"], 2, r"seed must be an integer >= 0"),
+    ("zero threads", ["threads=0"], 2, r"^error: threads must be a positive number of torch threads"),
     ("negative lr", ["method.optimizer.lr=-0.1"], 2, r"method.optimizer.lr must be a number > 0 \(got -0.1\)"),
     ("zero lr", ["method.optimizer.lr=0"], 2, r"method.optimizer.lr must be a number > 0"),
     ("negative weight decay", ["method.optimizer.weight_decay=-1"], 2, r"weight_decay must be a number >= 0"),
