@@ -35,8 +35,9 @@ COLUMNS_NOTE = (
     "backward: the peak bytes autograd holds during one training step (parameters included). MACs and "
     "SynOps per sample over all T steps on 16 validation images: a synaptic layer fed spikes (non-zeros of "
     "one value) counts one accumulate per non-zero input and weight it reaches (SynOps), any other input "
-    "counts dense MACs; energy = 4.6 pJ·MACs + 0.9 pJ·SynOps. In `convnet` every spike passes an average "
-    "pool before the next conv, so its synaptic layers count MACs and SynOps are 0 by this definition.")
+    "counts dense MACs (an all-zero input counts nothing); energy = 4.6 pJ·MACs + 0.9 pJ·SynOps. In `convnet` "
+    "every spike passes an average pool before the next synaptic layer, so those layers count MACs and SynOps "
+    "stay near 0 (a pooled input whose non-zeros happen to share one value counts as spikes).")
 
 
 def machine() -> str:
@@ -55,6 +56,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("extra", nargs="*", help="further Hydra overrides for every job")
     args = p.parse_args(argv)
 
+    if args.threads < 1:
+        print(f"error: --threads must be a positive number of torch threads (got {args.threads}); e.g. --threads 2",
+              file=sys.stderr)
+        return 2
     known = {f.stem for f in (ROOT / "conf" / "method").glob("*.yaml")}
     methods = [m for m in args.methods.split(",") if m]
     missing = [m for m in methods if m not in known]
@@ -78,7 +83,8 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     command = "make compare" if argv is None and len(sys.argv) == 1 else "python scripts/compare.py " + " ".join(
         sys.argv[1:] if argv is None else argv)
-    header = (f"# All methods on digits (convnet, T = {args.T}, {args.epochs} epochs, seeds {args.seeds}, "
+    header = (f"# All methods on digits (convnet, T = {args.T}, {args.epochs} epoch{'s' * (args.epochs != 1)}, "
+              f"seeds {args.seeds}, "
               f"{args.threads} threads)\n\n"
               f"Run on {dt.date.today().isoformat()} — {machine()}. Command: `{command}`.\n\n"
               f"{COLUMNS_NOTE}\n\n")
