@@ -48,13 +48,17 @@ PARAM_COUNTS = [
     ("spiking_vgg11_bn", 10, 2, {"head": "dsr"}, 9_476_298 + 2 * 10),
     ("vggsnn", 10, 2, {}, 9_268_736),  # ASGL VGGSNN2
     ("nf_resnet34", 1000, 3, {}, 21_797_688),  # sltt.md
+    pytest.param("nf_resnet50", 1000, 3, {}, 25_557_048, marks=pytest.mark.slow),  # README "Models"
+    pytest.param("nf_resnet101", 1000, 3, {}, 44_549_193, marks=pytest.mark.slow),
+    ("convnet", 10, 3, {}, 26_266),  # README "Models": the default network
     # 3→256 conv, 5 × 256→256 convs, 6 BNs, fc 16384→2048 and 2048→100 (1×1 convs, no bias)
     ("stds_cifarnet", 10, 3, {}, 3 * 256 * 9 + 5 * 256 * 256 * 9 + 6 * 2 * 256 + 16384 * 2048 + 2048 * 100),
 ]
 
 
 @pytest.mark.parametrize(("name", "classes", "channels", "kw", "expected"), PARAM_COUNTS,
-                         ids=[f"{p[0]}{'-' + '-'.join(map(str, p[3].values())) if p[3] else ''}" for p in PARAM_COUNTS])
+                         ids=[f"{v[0]}{'-' + '-'.join(map(str, v[3].values())) if v[3] else ''}"
+                              for v in (getattr(p, "values", p) for p in PARAM_COUNTS)])
 def test_parameter_counts(name: str, classes: int, channels: int, kw: dict, expected: int) -> None:
     assert n_params(build_model(name, classes, channels, neuron=LIF, norm=BN, **kw)) == expected
 
