@@ -25,9 +25,10 @@ optimiser step) and its memory:
   the framework-overhead ratio is not skewed by a load that changes between processes (shared
   machines); its memory figures are the method's plus a second copy of the network.
 
-Memory: the peak of the bytes saved for backward (``torch.autograd.graph.saved_tensors_hooks``,
-live bytes counted per storage, in one extra step), the peak RSS of the process
-(``getrusage``) and, on GPU, ``torch.cuda.max_memory_allocated``.
+Memory (``spikeforge.utils.memory``, the same figures a run writes to ``results.json``): the peak of
+the bytes saved for backward (``torch.autograd.graph.saved_tensors_hooks``, live bytes counted per
+storage, in one extra step), the peak RSS of the configuration's own process (``VmHWM``) and, on
+GPU, ``torch.cuda.max_memory_allocated``.
 
 Outputs, under ``<out>/<UTC date>/``: ``bench.json`` (rows, machine, library versions, load
 average, targets), ``bench.md`` (table and PASS/FAIL lines) and ``time_vs_T.png``/``memory_vs_T.png``.
