@@ -24,6 +24,7 @@ from spikeforge.losses import build_loss
 from spikeforge.methods.sltt import SLTT, SLTTBaselineBPTT, load_net_weights, online_backward
 from spikeforge.models import build_model
 from spikeforge.neurons import NeuronFactory, build_neuron, neuron_factory
+from spikeforge.utils.memory import SavedBytesCounter
 
 ROOT = Path(__file__).resolve().parents[1]
 SLTT_NEURON = {"kind": "sltt_lif", "tau": 1.1, "decay_input": False, "v_threshold": 1.0, "v_reset": None,
@@ -282,38 +283,10 @@ def test_config_errors() -> None:
 
 
 # ---- memory: bytes saved for backward (sltt.md "Memory is one step's graph: O(1) in T") -----------
-class _SavedBytes:
-    """Peak of the bytes held by autograd for backward (saved tensors alive at the same time)."""
-
-    def __init__(self) -> None:
-        self.live = 0
-        self.peak = 0
-
-    def __enter__(self) -> _SavedBytes:
-        meter = self
-
-        class Held:
-            def __init__(self, t: torch.Tensor) -> None:
-                self.t = t
-                self.n = t.numel() * t.element_size()
-                meter.live += self.n
-                meter.peak = max(meter.peak, meter.live)
-
-            def __del__(self) -> None:
-                meter.live -= self.n
-
-        self._ctx = torch.autograd.graph.saved_tensors_hooks(Held, lambda h: h.t)
-        self._ctx.__enter__()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._ctx.__exit__(*exc)
-
-
 def _peak_saved(method: str, T: int) -> int:
     x, y = _batch(n=16)
     net = _net(SLTT_NEURON if method == "sltt" else BPTT_NEURON)
-    with _SavedBytes() as meter:
+    with SavedBytesCounter() as meter:  # the counter runs and benchmarks report
         if method == "sltt":
             _sltt_grads(net, x, y, T)
         else:
