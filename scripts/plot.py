@@ -2,7 +2,8 @@
 
 - ``val_acc_vs_epoch.png``: validation top-1 per epoch of every run (from ``csv/metrics.csv``);
 - ``memory_vs_T.png``: against T, one line per method: the peak bytes saved for backward in one
-  training step (the figure the SLTT paper compares) and the run's own peak memory;
+  training step (the figure the SLTT paper compares) and the run's own peak memory; with a single T
+  (``make compare``) ``memory_by_method.png`` shows the same two figures as one bar per method;
 - ``acc_vs_connectivity.png``: test top-1 against connectivity (1 − sparsity), STDS sweeps;
 - ``width_sweep.png``: test top-1 against the surrogate width, one line per method (ASGL vs SG).
 
@@ -108,10 +109,10 @@ def plot_all(root: Path, out: Path) -> list[Path]:
 
     line_plot("val_acc_vs_epoch.png", val_curves(runs), "epoch", "validation top-1 (%)", "Validation accuracy")
     saved, peak = memory_points(runs)
+    panels = ((saved, "peak saved for backward, one step (MB)"), (peak, "peak memory of the run (MB)"))
     if len({p[1] for p in saved + peak}) > 1:
         fig, axes = plt.subplots(1, 2, figsize=(10, 4.2))
-        for ax, points, ylabel in ((axes[0], saved, "peak saved for backward, one step (MB)"),
-                                   (axes[1], peak, "peak memory of the run (MB)")):
+        for ax, (points, ylabel) in zip(axes, panels):
             for label, (xs, ys) in _mean_by(points).items():
                 ax.plot(xs, ys, marker="o", ms=3, label=label)
             ax.set(xlabel="T", ylabel=ylabel)
@@ -121,6 +122,17 @@ def plot_all(root: Path, out: Path) -> list[Path]:
         fig.suptitle("Memory against time steps (mean over seeds)")
         _save(fig, out / "memory_vs_T.png")
         written.append(out / "memory_vs_T.png")
+    elif len({p[0] for p in saved + peak}) > 1:  # one T (e.g. make compare): one bar per method
+        fig, axes = plt.subplots(1, 2, figsize=(10, 4.2))
+        for ax, (points, ylabel) in zip(axes, panels):
+            means = {m: ys[0] for m, (_, ys) in sorted(_mean_by(points).items())}
+            ax.bar(list(means), list(means.values()))
+            ax.set(ylabel=ylabel)
+            ax.tick_params(axis="x", labelrotation=30)
+            ax.grid(alpha=0.3, axis="y")
+        fig.suptitle(f"Memory per method at T = {int(saved[0][1] if saved else peak[0][1])} (mean over seeds)")
+        _save(fig, out / "memory_by_method.png")
+        written.append(out / "memory_by_method.png")
     else:
         print("skipped memory_vs_T.png: no runs with the data it needs")
     conn = [(str(r.key("method.schedule") or r.key("method")), 100 * (1 - sparsity_of(r.results)), _top1(r))

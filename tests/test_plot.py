@@ -44,3 +44,8 @@ def test_memory_plot_uses_saved_bytes_and_the_runs_own_peak(tmp_path: Path) -> N
     saved, peak = plot.memory_points(plot.collect_runs(tmp_path))
     assert sorted(saved) == [("sltt", 2.0, 20.0), ("sltt", 4.0, 40.0)]
     assert sorted(peak) == [("sltt", 2.0, 200.0), ("sltt", 4.0, 400.0)]
+    one_T = tmp_path / "one_T"  # a side-by-side sweep at one T (make compare): bars per method
+    for i, method in enumerate(("bptt", "sltt")):
+        _fake_run(one_T, str(i), method, 4, 1.0, 0.9, None)
+    names = {p.name for p in plot.plot_all(one_T, one_T / "plots")}
+    assert "memory_by_method.png" in names and "memory_vs_T.png" not in names
