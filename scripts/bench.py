@@ -57,6 +57,9 @@ os.environ.setdefault("SPIKEFORGE_ROOT", str(ROOT))
 
 import torch  # noqa: E402
 
+# memory figures: one implementation for runs (results.json) and benchmarks
+from spikeforge.utils.memory import SavedBytesCounter, peak_host_memory_bytes  # noqa: E402
+
 MB = 1e6
 RESULT_TAG = "BENCH_RESULT "
 VARIANTS = ("method", "ann", "plain", "stepwise", "compile", "paired")
@@ -65,10 +68,7 @@ VARIANTS = ("method", "ann", "plain", "stepwise", "compile", "paired")
 SLTT_RESNET = "preact_spiking_resnet18"
 
 
-# ---- memory: one implementation for runs and benchmarks (spikeforge.utils.memory) ----------------
-from spikeforge.utils.memory import SavedBytesCounter, peak_host_memory_bytes  # noqa: E402
-
-
+# ---- memory ----------------------------------------------------------------------------------------
 def current_rss_bytes() -> int | None:
     try:
         with open("/proc/self/statm") as f:
