@@ -8,8 +8,8 @@ What differs from BPTT:
   one (SGD; weight decay only on conv/linear weights, asgl.md "Networks and recipes") and the
   width (and decay) parameters in their own Adam (lr 3e-4, wd 0), each with its own LR schedule.
 - the p schedule: ``NoiseRateSchedule``, a callback whose state is checkpointed.
-- the Bernoulli masks come from a per-rank generator (``spikeforge.distributed.rank_generator``): the
-  reference draws them on each GPU independently, so data-parallel replicas get independent noise
+- the Bernoulli masks come from a per-rank generator (``spikeforge.distributed.rank_generator``): every
+  data-parallel replica draws its own noise, as one process per GPU does in the original training
   (with the global RNG, seeded alike on every rank, all ranks would draw the same masks). Its state
   is saved per rank in checkpoints (``rank_generators``, restored by ``RNGStateCallback``).
 

@@ -37,9 +37,9 @@ class HybridSpike(nn.Module):
     """ASGL's spike function (asgl.md, "Hybrid noisy spike").
 
     Training: forward value m·1[x ≥ 0] + (1 − m)·H_a(x) with m ~ Bernoulli(1 − p) per element (a
-    new mask at every call, from ``generator`` — ASGL sets its per-rank stream there, see
-    ``ASGLClassifier.on_fit_start`` — or torch's global RNG when it is None); the backward is ∂H_a for every element —
-    spike-mode ones included — to the input and to the width. ``forward(x, mask)`` uses the given
+    new mask at every call, from ``generator``: ASGL's per-rank stream, set by
+    ``ASGLClassifier.on_fit_start``, or torch's global RNG when None); the backward is ∂H_a for every
+    element — spike-mode ones included — to the input and to the width. ``forward(x, mask)`` uses the given
     mask instead of drawing one. Eval: the pure Heaviside 1[x ≥ 0].
 
     Args:
