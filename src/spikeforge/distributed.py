@@ -18,9 +18,14 @@ anything drawn from the global RNG is identical on all ranks. Methods choose:
 - :func:`rank_generator` — an independent stream per rank (noise that should differ per sample, e.g.
   ASGL's Bernoulli masks: identical masks on every rank would correlate the data-parallel replicas).
 
-Both return a ``torch.Generator``; a method keeps it as an attribute and saves
-``generator.get_state()`` in ``on_save_checkpoint`` / restores it in ``on_load_checkpoint`` so a resumed
-run continues the stream exactly.
+Both return a ``torch.Generator`` that a method keeps as an attribute. A shared one is the same on
+every rank, so the method saves ``generator.get_state()`` in ``on_save_checkpoint`` and restores it in
+``on_load_checkpoint``; a per-rank one is returned from the method's ``rank_generators()``, and
+``spikeforge.callbacks.resume.RNGStateCallback`` saves every rank's state and restores each rank's own,
+so a resumed run continues every stream exactly.
+
+**Collective timeout.** ``conf/trainer/ddp*.yaml`` instantiate ``DDPStrategy`` with ``timeout``; a
+collective that times out becomes one line (:func:`collective_timeout_in`, used by ``run_cli``).
 """
 
 from __future__ import annotations
