@@ -54,6 +54,24 @@ class RecordRank(L.Callback):
         torch.save(record, self.dirpath / f"{self.tag}_rank{trainer.global_rank}.pt")
 
 
+class StallRank(L.Callback):
+    """Rank ``rank`` stops answering after its first training batch (a stuck rank), until its parent
+    process (rank 0) is gone — so the test leaves no process behind."""
+
+    def __init__(self, rank: int = 1, seconds: float = 900) -> None:
+        self.rank, self.seconds = rank, seconds
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
+        import os
+        import time
+
+        if trainer.global_rank != self.rank:
+            return
+        parent, end = os.getppid(), time.monotonic() + self.seconds
+        while os.getppid() == parent and time.monotonic() < end:
+            time.sleep(1)
+
+
 # ---- SyncBN on two gloo ranks: ``python tests/ddp_probes.py syncbn <out.pt>`` ----------------------
 
 

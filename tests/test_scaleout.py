@@ -138,6 +138,16 @@ def test_ddp_configs_have_a_timeout() -> None:
     assert collective_timeout_in(RuntimeError("CUDA out of memory")) is None
 
 
+@pytest.mark.slow
+def test_stuck_rank_ends_with_the_timeout_error(tmp_path: Path) -> None:
+    # 120 s: long enough for a rank to start on a loaded machine (init waits with the same timeout)
+    r = launch([*SWEEP, "trainer=ddp_cpu", "trainer.devices=2", "trainer.strategy.timeout.seconds=120",
+                f"paths.log_dir={tmp_path}", "+callbacks.stall._target_=ddp_probes.StallRank"], timeout=900)
+    assert r.returncode == 1, r.stderr[-3000:]
+    assert "error: rank 0 waited longer than the DDP timeout for the other ranks" in r.stderr, r.stderr[-3000:]
+    assert "raise trainer.strategy.timeout.seconds" in r.stderr
+
+
 def test_sync_batchnorm_keeps_each_norms_forward_one_process() -> None:
     from torch import nn
 
