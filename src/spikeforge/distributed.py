@@ -18,9 +18,14 @@ anything drawn from the global RNG is identical on all ranks. Methods choose:
 - :func:`rank_generator` — an independent stream per rank (noise that should differ per sample, e.g.
   ASGL's Bernoulli masks: identical masks on every rank would correlate the data-parallel replicas).
 
-Both return a ``torch.Generator``; a method keeps it as an attribute and saves
-``generator.get_state()`` in ``on_save_checkpoint`` / restores it in ``on_load_checkpoint`` so a resumed
-run continues the stream exactly.
+Both return a ``torch.Generator`` that a method keeps as an attribute. A shared one is the same on
+every rank, so the method saves ``generator.get_state()`` in ``on_save_checkpoint`` and restores it in
+``on_load_checkpoint``; a per-rank one is returned from the method's ``rank_generators()``, and
+``spikeforge.callbacks.resume.RNGStateCallback`` saves every rank's state and restores each rank's own,
+so a resumed run continues every stream exactly.
+
+**Collective timeout.** ``conf/trainer/ddp*.yaml`` instantiate ``DDPStrategy`` with ``timeout``; a
+collective that times out becomes one line (:func:`collective_timeout_in`, used by ``run_cli``).
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ import torch
 import torch.distributed as dist
 from omegaconf import DictConfig, OmegaConf
 
-from spikeforge.errors import ConfigError
+from spikeforge.errors import ConfigError, SpikeforgeError
 
 CONFIG_ENV = "SPIKEFORGE_DDP_CONFIG"
 
@@ -85,9 +90,21 @@ def child_config() -> DictConfig:
     return OmegaConf.create(os.environ[CONFIG_ENV])
 
 
+def strategy_name(strategy: Any) -> str:
+    """Lightning's registry name for ``trainer.strategy``: a name (``ddp``, ``ddp_spawn``, ``auto``) or
+    a node instantiating ``DDPStrategy`` (conf/trainer/ddp*.yaml: ``ddp``, or ``ddp_<start_method>``)."""
+    if isinstance(strategy, (dict, DictConfig)):
+        target = str(strategy.get("_target_", ""))
+        if target.endswith("DDPStrategy"):
+            start = str(strategy.get("start_method", "popen"))
+            return "ddp" if start == "popen" else f"ddp_{start}"
+        return target.rsplit(".", 1)[-1].lower()
+    return str(strategy)
+
+
 def _uses_subprocess_ddp(cfg: DictConfig) -> bool:
     tr = cfg.get("trainer") or {}
-    strategy = str(tr.get("strategy", "auto"))
+    strategy = strategy_name(tr.get("strategy", "auto"))
     devices = tr.get("devices", 1)
     if isinstance(devices, (list, tuple)):
         n = len(devices)
@@ -130,6 +147,31 @@ def check_external_launch(cfg: DictConfig, run_dir_from_clock: bool) -> None:
             "must not depend on the clock; pass run_dir=outputs/train/slurm/$SLURM_JOB_ID "
             "(see scripts/slurm/train.sbatch)"
         )
+
+
+class CollectiveTimeout(SpikeforgeError):
+    """A DDP collective waited longer than ``trainer.strategy.timeout``."""
+
+    exit_code = 1
+
+
+_TIMEOUT_MARKS = ("timed out", "collective operation timeout")
+
+
+def collective_timeout_in(e: BaseException | None) -> CollectiveTimeout | None:
+    """The one-line error for a collective that timed out (gloo: "Timed out waiting ...ms for recv";
+    NCCL's watchdog: "collective operation timeout") behind ``e``, if that is what ``e`` is."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, RuntimeError) and any(m in str(e).lower() for m in _TIMEOUT_MARKS):
+            return CollectiveTimeout(
+                f"rank {global_rank()} waited longer than the DDP timeout for the other ranks "
+                f"({str(e).strip().splitlines()[0][:200]}); a rank crashed or is stuck (see its output), "
+                "or rank 0 did something long alone: raise trainer.strategy.timeout.seconds"
+            )
+        e = e.__cause__ or e.__context__
+    return None
 
 
 def teardown_process_group() -> None:

@@ -25,6 +25,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from spikeforge import distributed
+from spikeforge.callbacks.collectives import EpochMetricsSync
 from spikeforge.callbacks.cost import CostMonitor
 from spikeforge.callbacks.reliability import (
     LastCheckpoint,
@@ -82,7 +83,8 @@ def _instantiate_all(group: DictConfig | None) -> list[Any]:
 def build_trainer(cfg: DictConfig, extra_callbacks: list[L.Callback] = ()) -> L.Trainer:
     """Trainer with the configured callbacks/loggers, atomic checkpoint writes and (with
     ``trainer.sync_batchnorm``) a SyncBatchNorm that understands time-major norms."""
-    callbacks = _instantiate_all(cfg.get("callbacks")) + list(extra_callbacks)
+    # EpochMetricsSync first: it fixes where the epoch metrics are reduced on every rank
+    callbacks = [EpochMetricsSync(), *_instantiate_all(cfg.get("callbacks")), *extra_callbacks]
     loggers = _instantiate_all(cfg.get("logger"))
     plugins: list[Any] = [AtomicCheckpointIO()]
     extra: dict[str, Any] = {}
@@ -403,7 +405,7 @@ def run_cli(fn: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
         print(f"error: {first} (see conf/trainer/*.yaml)", file=sys.stderr)
         sys.exit(2)
     except Exception as e:
-        user_error = user_error_in(e)
+        user_error = user_error_in(e) or distributed.collective_timeout_in(e)
         if user_error is None or os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
         print(f"error: {user_error}", file=sys.stderr)

@@ -9,8 +9,10 @@
 - :class:`NonFiniteLossGuard` — a NaN/inf training loss either stops the run with
   :class:`NonFiniteLossError` naming the step (before the optimiser applies it, so the last checkpoint
   on disk stays the last good one), or skips the batch (``reliability.nonfinite_loss=skip``: the
-  gradients are dropped, the optimiser leaves every parameter unchanged). Under DDP the decision is
-  reduced over ranks so all ranks act alike.
+  gradients are dropped, the optimiser leaves every parameter unchanged). It decides once per optimiser
+  step (SLTT runs T backward passes per step): the losses of the step are summed on the device, the
+  gradients reduced to one max-abs norm per tensor (``torch._foreach_norm``), and the two flags read
+  once, after one all-reduce under DDP so all ranks act alike.
 """
 
 from __future__ import annotations
@@ -134,6 +136,7 @@ class NonFiniteLossGuard(L.Callback):
         self.action = action
         self.last_checkpoint = Path(last_checkpoint) if last_checkpoint else None
         self._skip = False
+        self._loss_sum: torch.Tensor | None = None
         self.skipped = 0
 
     @property
@@ -147,11 +150,9 @@ class NonFiniteLossGuard(L.Callback):
         self.skipped = int(state_dict.get("skipped", 0))
 
     def on_before_backward(self, trainer: L.Trainer, pl_module: L.LightningModule, loss: torch.Tensor) -> None:
-        finite = bool(torch.isfinite(loss.detach()).all())
-        finite = trainer.strategy.reduce_boolean_decision(finite, all=True)
-        if finite:
-            return
-        self._fault(trainer, "loss", str(loss.detach().float().flatten()[0].item()))
+        # device-side only: a NaN/inf in any loss of the step makes the sum non-finite
+        loss = loss.detach().float().sum()
+        self._loss_sum = loss if self._loss_sum is None else self._loss_sum + loss
 
     def _fault(self, trainer: L.Trainer, what: str, value: str) -> None:
         where = (f"global step {trainer.global_step} (epoch {trainer.current_epoch}, "
@@ -171,14 +172,27 @@ class NonFiniteLossGuard(L.Callback):
 
     def on_before_optimizer_step(self, trainer: L.Trainer, pl_module: L.LightningModule,
                                  optimizer: torch.optim.Optimizer) -> None:
+        loss, self._loss_sum = self._loss_sum, None
         # a finite loss can still give non-finite gradients (a NaN input is silenced by the spike
         # threshold in the forward pass but not in the surrogate backward); 16-mixed is left to its
         # GradScaler, for which inf gradients are routine
-        if not self._skip and str(trainer.precision) != "16-mixed":
-            grads = [p.grad for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
-            finite = all(bool(torch.isfinite(x).all()) for x in grads)
-            if not trainer.strategy.reduce_boolean_decision(finite, all=True):
-                self._fault(trainer, "gradient", "non-finite")
+        grads = [] if str(trainer.precision) == "16-mixed" else [
+            p.grad for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
+        device = pl_module.device if loss is None else loss.device
+        bad_loss = ~torch.isfinite(loss) if loss is not None else torch.zeros((), dtype=torch.bool, device=device)
+        bad_grad = torch.zeros((), dtype=torch.bool, device=device)
+        if grads:  # the max-abs norm of a tensor is non-finite iff one of its elements is (never overflows)
+            norms = torch._foreach_norm(grads, float("inf"))
+            bad_grad = ~torch.isfinite(torch.stack([n.float().to(device) for n in norms])).all()
+        flags = torch.stack([bad_loss, bad_grad]).float()
+        if trainer.world_size > 1:  # every rank reaches this hook once per optimiser step
+            flags = trainer.strategy.reduce(flags, reduce_op="sum")
+        n_bad_loss, n_bad_grad = flags.tolist()  # the one host read per step
+        if n_bad_loss:
+            value = str(loss.item()) if loss is not None and not torch.isfinite(loss) else "non-finite on another rank"
+            self._fault(trainer, "loss", value)
+        elif n_bad_grad:
+            self._fault(trainer, "gradient", "non-finite")
         if self._skip:  # parameters without a gradient are left untouched by torch optimisers
             for group in optimizer.param_groups:
                 for p in group["params"]:

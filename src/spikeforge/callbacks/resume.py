@@ -12,9 +12,12 @@ saved. Two pieces close the gap:
   :func:`make_resumable` wraps a datamodule's ``train_dataloader`` with it, and gives every loader of
   the datamodule its own ``torch.Generator`` so creating a loader iterator never draws from the global
   RNG (otherwise validation would shift the RNG stream of the following training batches).
-- :class:`RNGStateCallback` — stores the global RNG states in every checkpoint and restores them right
-  before the first training batch after a resume, i.e. at the same point of the RNG stream where the
-  interrupted run saved them (the end of the previous training batch).
+- :class:`RNGStateCallback` — stores the global RNG states (and a method's per-rank generators,
+  ``rank_generators()``) of every rank in every checkpoint and restores them right before the first
+  training batch after a resume, i.e. at the same point of the RNG stream where the interrupted run
+  saved them (the end of the previous training batch). Under DDP the states are gathered where every
+  rank arrives in the same order — the end of every training batch and of every training epoch — never
+  while a checkpoint is written (see ``spikeforge.callbacks.collectives``).
 
 Together: a CPU run with a fixed seed, killed at any point and resumed from its last checkpoint,
 reproduces the uninterrupted run exactly as long as loading a batch draws no random numbers (true for
@@ -168,24 +171,59 @@ def set_rng_states(states: dict[str, Any]) -> None:
 
 
 class RNGStateCallback(L.Callback):
-    """Saves the global RNG states of every rank in checkpoints; on resume restores them before the
-    first training batch and makes the :class:`ResumableSampler` skip the batches already trained."""
+    """Saves the global RNG states of every rank (and the module's ``rank_generators()``) in
+    checkpoints; on resume restores them before the first training batch and makes the
+    :class:`ResumableSampler` skip the batches already trained."""
 
     def __init__(self) -> None:
         self._pending: dict[str, Any] | None = None
+        self._module: L.LightningModule | None = None
+        self._per_rank: list[Any] | None = None  # every rank's states at the last gather (DDP)
+        self._group: Any = None
 
     @property
     def state_key(self) -> str:
         return "RNGStateCallback"
 
-    def state_dict(self) -> dict[str, Any]:
-        # Lightning dumps checkpoints on every rank (rank 0 writes): gather every rank's states
+    def _generators(self) -> dict[str, torch.Generator]:
+        fn = getattr(self._module, "rank_generators", None)
+        return fn() if callable(fn) else {}
+
+    def _local_states(self) -> dict[str, Any]:
         states = collect_rng_states()
-        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        generators = self._generators()
+        if generators:
+            states["generators"] = {name: g.get_state() for name, g in generators.items()}
+        return states
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        self._module = pl_module
+        # object gathers travel over gloo (CPU) even under NCCL: no device round trip per step;
+        # setup runs on every rank in the same order, as new_group requires
+        if trainer.world_size > 1 and dist.is_initialized() and self._group is None and \
+                dist.get_backend() != "gloo":
+            self._group = dist.new_group(backend="gloo")
+
+    def _gather(self, trainer: L.Trainer) -> None:
+        if trainer.world_size > 1 and dist.is_available() and dist.is_initialized():
             gathered: list[Any] = [None] * dist.get_world_size()
-            dist.all_gather_object(gathered, states)
-            return {"per_rank": gathered}
-        return {"per_rank": [states]}
+            dist.all_gather_object(gathered, self._local_states(), group=self._group)
+            self._per_rank = gathered
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        self._gather(trainer)  # for checkpoints taken after this batch (every N steps, preemption)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._gather(trainer)  # for the epoch-end checkpoints (after validation)
+
+    def state_dict(self) -> dict[str, Any]:
+        # no collective here: Lightning builds the checkpoint on every rank, rank 0 writes it.
+        # Under DDP the states of the last gather; a checkpoint taken before the first training batch
+        # holds rank 0's only (the other ranks of a resume then keep their seeded states)
+        if self._per_rank is not None:
+            return {"per_rank": self._per_rank}
+        return {"per_rank": [self._local_states()]}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         per_rank = state_dict.get("per_rank", [])
@@ -206,6 +244,10 @@ class RNGStateCallback(L.Callback):
                              batch_idx: int) -> None:
         if self._pending is not None:
             set_rng_states(self._pending)
+            generators = self._generators()
+            for name, state in self._pending.get("generators", {}).items():
+                if name in generators:
+                    generators[name].set_state(state)
             self._pending = None
 
 

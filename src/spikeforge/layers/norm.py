@@ -8,11 +8,18 @@
 
 Unlike ``nn.BatchNorm2d`` these accept any number of trailing dims (1-d features after a Linear,
 2-d feature maps), so one factory serves convolutional and fully connected layers.
+
+A subclass says what it does differently in two places only: ``forward`` (how the time steps are
+fed to ``_bn``: all at once, or one step at a time) and ``affine_weight`` (the per-channel factor
+after normalisation, e.g. tdBN's λ·α·V_th). ``_bn`` is the batch-statistics normalisation itself;
+``spikeforge.plugins.TimeSyncBatchNorm`` replaces only that, so every norm keeps its own forward
+under ``trainer.sync_batchnorm``.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from spikingjelly.activation_based import base
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
@@ -39,8 +46,28 @@ class TimeBatchNorm(base.StepModule, _BatchNorm):
         if input.dim() < 2:
             raise ValueError(f"expected at least 2-d input [N, C, ...], got {tuple(input.shape)}")
 
+    def affine_weight(self) -> torch.Tensor | None:
+        """The per-channel factor applied to the normalised input (``weight`` for plain BN)."""
+        return self.weight
+
     def _bn(self, x: torch.Tensor) -> torch.Tensor:
-        return _BatchNorm.forward(self, x)
+        """``_BatchNorm.forward`` with :meth:`affine_weight` as the weight."""
+        self._check_input_dim(x)
+        factor = 0.0 if self.momentum is None else self.momentum
+        if self.training and self.track_running_stats and self.num_batches_tracked is not None:
+            self.num_batches_tracked.add_(1)
+            factor = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
+        use_batch = self.training or self.running_mean is None
+        return F.batch_norm(
+            x,
+            self.running_mean if not self.training or self.track_running_stats else None,
+            self.running_var if not self.training or self.track_running_stats else None,
+            self.affine_weight(),
+            self.bias,
+            use_batch,
+            factor,
+            self.eps,
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.step_mode == "s":

@@ -21,7 +21,6 @@ import copy
 import itertools
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.conv import _ConvNd
@@ -58,25 +57,10 @@ class ThresholdDependentBN(TimeBatchNorm):
         """α·V_th, the fixed factor in front of the normalised input."""
         return self.alpha * self.v_th
 
-    def _bn(self, x: torch.Tensor) -> torch.Tensor:
-        # PyTorch's _BatchNorm.forward with weight λ·α·V_th: same forward as y = λ·(α·V_th·x̂) + β and
-        # the gradient w.r.t. λ is α·V_th·Σ x̂·∂L/∂y (λ is the learned parameter).
-        self._check_input_dim(x)
-        factor = 0.0 if self.momentum is None else self.momentum
-        if self.training and self.track_running_stats and self.num_batches_tracked is not None:
-            self.num_batches_tracked.add_(1)
-            factor = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
-        use_batch = self.training or self.running_mean is None
-        return F.batch_norm(
-            x,
-            self.running_mean if not self.training or self.track_running_stats else None,
-            self.running_var if not self.training or self.track_running_stats else None,
-            self.weight * self.scale,
-            self.bias,
-            use_batch,
-            factor,
-            self.eps,
-        )
+    def affine_weight(self) -> torch.Tensor:
+        # weight λ·α·V_th in PyTorch's batch norm: same forward as y = λ·(α·V_th·x̂) + β, and the
+        # gradient w.r.t. λ is α·V_th·Σ x̂·∂L/∂y (λ is the learned parameter)
+        return self.weight * self.scale
 
     def extra_repr(self) -> str:
         return f"{self.num_features}, alpha={self.alpha:.6g}, v_th={self.v_th}, eps={self.eps}, " \

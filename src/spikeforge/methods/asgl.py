@@ -8,6 +8,10 @@ What differs from BPTT:
   one (SGD; weight decay only on conv/linear weights, asgl.md "Networks and recipes") and the
   width (and decay) parameters in their own Adam (lr 3e-4, wd 0), each with its own LR schedule.
 - the p schedule: ``NoiseRateSchedule``, a callback whose state is checkpointed.
+- the Bernoulli masks come from a per-rank generator (``spikeforge.distributed.rank_generator``): every
+  data-parallel replica draws its own noise, as one process per GPU does in the original training
+  (with the global RNG, seeded alike on every rank, all ranks would draw the same masks). Its state
+  is saved per rank in checkpoints (``rank_generators``, restored by ``RNGStateCallback``).
 
 Why one optimizer object (``OptimizerPair``) rather than manual optimisation: Lightning 2.x runs
 several optimisers only under manual optimisation, where ``global_step`` counts every
@@ -20,6 +24,7 @@ checkpoint stores both and ``ckpt_path=...`` resumes both.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -27,6 +32,7 @@ import lightning as L
 import torch
 from torch import nn
 
+from spikeforge.distributed import rank_generator
 from spikeforge.errors import ConfigError
 from spikeforge.methods.base import SpikingClassifier
 from spikeforge.methods.optim import SchedulerConfig, build_optimizer, lr_factor
@@ -160,6 +166,18 @@ class ASGLClassifier(SpikingClassifier):
 
     def configure_callbacks(self) -> list[L.Callback]:
         return [NoiseRateSchedule(self.hparams.p, self.hparams.gamma, self.hparams.milestones)]
+
+    # ---- noise stream -----------------------------------------------------------------------
+    def on_fit_start(self) -> None:
+        # here the rank is known and the network is on its device; seeded from the run's seed
+        self.noise_generator = rank_generator(int(os.environ.get("PL_GLOBAL_SEED", 0)), "asgl/masks",
+                                              device=self.device, rank=self.trainer.global_rank)
+        for m in hybrid_spikes(self.net):
+            m.generator = self.noise_generator
+
+    def rank_generators(self) -> dict[str, torch.Generator]:
+        gen = getattr(self, "noise_generator", None)
+        return {"asgl/masks": gen} if gen is not None else {}
 
     # ---- optimisation -----------------------------------------------------------------------
     def neuron_params(self) -> list[nn.Parameter]:

@@ -187,6 +187,12 @@ class SpikingClassifier(L.LightningModule):
         return {}
 
     # ---- checkpoints ------------------------------------------------------------------------
+    def rank_generators(self) -> dict[str, torch.Generator]:
+        """Generators whose stream differs per DDP rank (``spikeforge.distributed.rank_generator``):
+        ``RNGStateCallback`` saves every rank's state in checkpoints and restores it on resume.
+        Generators shared by all ranks are saved by the method itself (``on_save_checkpoint``)."""
+        return {}
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if self.run_config is not None:
             checkpoint["spikeforge_config"] = self.run_config

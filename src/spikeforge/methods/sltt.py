@@ -5,8 +5,10 @@ mode) with ``sltt_lif`` neurons whose charge reads v_{t−1}.detach(), so each s
 complete in itself. Per batch: zero_grad once; for t = 0..T−1 a single-step forward of x_t,
 loss_t / T and a backward (gradients accumulate); **one** optimiser step; neuron state reset.
 SLTT-K back-propagates a uniform random K-subset of the steps (drawn per batch, without
-replacement, from a generator seeded with the global seed and saved in checkpoints, so every
-DDP rank draws the same steps and a resumed run continues the same sequence); the other steps
+replacement, from ``spikeforge.distributed.shared_generator(seed, "sltt_k/steps")``, saved in
+checkpoints, so every DDP rank draws the same steps and a resumed run continues the same sequence:
+gradients of different steps on different ranks would be averaged into an update of no K-subset);
+the other steps
 run under ``no_grad`` (state and BN statistics still advance) and the loss keeps its 1/T scale.
 
 Lightning plumbing (manual optimisation):
@@ -37,6 +39,7 @@ from lightning.pytorch.strategies import ParallelStrategy
 from spikingjelly.activation_based import functional
 from torch import nn
 
+from spikeforge.distributed import shared_generator
 from spikeforge.errors import ConfigError
 from spikeforge.losses import LossFn
 from spikeforge.methods.base import SpikingClassifier
@@ -171,7 +174,7 @@ class SLTT(_InitFrom, SpikingClassifier):
                               f"(got {gradient_clip_algorithm!r})")
         if seed is None:
             seed = int(os.environ.get("PL_GLOBAL_SEED", 0))
-        self.step_generator = torch.Generator().manual_seed(int(seed))
+        self.step_generator = shared_generator(int(seed), "sltt_k/steps")
         self.last_grad_steps: list[int] = []
 
     # ---- SLTT-K step choice ---------------------------------------------------------------------

@@ -37,8 +37,9 @@ class HybridSpike(nn.Module):
     """ASGL's spike function (asgl.md, "Hybrid noisy spike").
 
     Training: forward value m·1[x ≥ 0] + (1 − m)·H_a(x) with m ~ Bernoulli(1 − p) per element (a
-    new mask at every call, from torch's global RNG); the backward is ∂H_a for every element —
-    spike-mode ones included — to the input and to the width. ``forward(x, mask)`` uses the given
+    new mask at every call, from ``generator``: ASGL's per-rank stream, set by
+    ``ASGLClassifier.on_fit_start``, or torch's global RNG when None); the backward is ∂H_a for every
+    element — spike-mode ones included — to the input and to the width. ``forward(x, mask)`` uses the given
     mask instead of drawing one. Eval: the pure Heaviside 1[x ≥ 0].
 
     Args:
@@ -78,6 +79,7 @@ class HybridSpike(nn.Module):
         self.surrogate = surrogate
         self.granularity = granularity
         self.p = p
+        self.generator: torch.Generator | None = None  # mask stream (on the device of the input)
         param_shape: tuple[int, ...] = {
             "layer": (),
             "channel": (int(num_features or 0),),
@@ -135,10 +137,16 @@ class HybridSpike(nn.Module):
             return spike
         h = self.smooth(x)
         if mask is None:
-            mask = torch.ones_like(x) if self._p == 0.0 else torch.bernoulli(torch.full_like(x, 1.0 - self._p))
+            mask = self.draw_mask(x)
         value = torch.where(mask.to(torch.bool), spike, h.detach())
         # value exactly; gradient ∂H_a everywhere (h − h.detach() is 0 in value).
         return value + (h - h.detach())
+
+    def draw_mask(self, x: torch.Tensor) -> torch.Tensor:
+        """m ~ Bernoulli(1 − p) per element of ``x`` (1: spike mode, 0: analog mode)."""
+        if self._p == 0.0:
+            return torch.ones_like(x)
+        return torch.bernoulli(torch.full_like(x, 1.0 - self._p), generator=self.generator)
 
     def extra_repr(self) -> str:
         return f"surrogate={self.surrogate}, granularity={self.granularity}, p={self._p}, " \

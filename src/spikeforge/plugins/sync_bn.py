@@ -1,11 +1,14 @@
 """``trainer.sync_batchnorm=true`` for time-major norms.
 
 Lightning's default layer sync replaces every ``_BatchNorm`` by ``torch.nn.SyncBatchNorm``, which
-treats dim 1 as channels — wrong for our norms that take ``[T, N, C, ...]`` and reshape it themselves
-(``spikeforge.layers.norm.TimeBatchNorm`` and subclasses: they normalise through ``_bn``). This plugin
-keeps each such module (and its subclass behaviour: per-step BN, tdBN's α) and only routes its ``_bn``
-through ``SyncBatchNorm.forward``, so statistics are reduced over all ranks; plain ``nn.BatchNorm*d``
-modules are converted as usual.
+treats dim 1 as channels and has its own forward — wrong for our norms that take ``[T, N, C, ...]``
+and reshape it themselves, and it would drop what a norm does beyond plain BN. Our norms
+(``spikeforge.layers.norm.TimeBatchNorm`` and subclasses) normalise through ``_bn`` and keep their
+differences in ``forward`` (bn_step: one ``_bn`` call per time step, so per-step statistics) and
+``affine_weight`` (tdBN: λ·α·V_th). This plugin keeps each such module, its class and so its forward,
+and replaces only ``_bn``: in training on several ranks the batch statistics are reduced over all
+ranks; otherwise (eval, one process) the norm's own ``_bn`` runs unchanged. Plain ``nn.BatchNorm*d``
+modules are converted to ``torch.nn.SyncBatchNorm`` as usual.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from spikeforge.errors import ConfigError
+from spikeforge.layers.norm import TimeBatchNorm
 
 
 class _SyncMixin:
@@ -25,7 +29,7 @@ class _SyncMixin:
 
     def _bn(self, x: torch.Tensor) -> torch.Tensor:
         if not (self.training and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
-            return _BatchNorm.forward(self, x)  # type: ignore[arg-type]
+            return super()._bn(x)  # type: ignore[misc]
         from torch.distributed.nn.functional import all_reduce
 
         c = x.shape[1]
@@ -45,7 +49,7 @@ class _SyncMixin:
         shape = [1, c] + [1] * (x.dim() - 2)
         y = (xf - mean.view(shape)) * torch.rsqrt(var.view(shape) + self.eps)
         if self.affine:
-            y = y * self.weight.view(shape) + self.bias.view(shape)
+            y = y * self.affine_weight().view(shape) + self.bias.view(shape)
         return y.to(x.dtype)
 
 
@@ -72,7 +76,7 @@ class TimeSyncBatchNorm(LayerSync):
         for name, m in list(model.named_modules()):
             if isinstance(m, (_SyncMixin, nn.SyncBatchNorm)):
                 continue
-            if callable(getattr(type(m), "_bn", None)) and isinstance(m, _BatchNorm):
+            if isinstance(m, TimeBatchNorm):
                 m.__class__ = _sync_class(type(m))
             elif isinstance(m, _BatchNorm) and type(m) not in plain:
                 raise ConfigError(f"trainer.sync_batchnorm cannot synchronise {type(m).__name__} ({name}); "
