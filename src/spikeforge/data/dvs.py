@@ -35,7 +35,8 @@ Splits: DVS128 Gesture has its official train/test trials. CIFAR10-DVS has none:
 per class by sample number, ``split: dsr`` (default; samples 0–899 of each class train, 900–999
 test, as DSR's CIFAR10-DVS reader with ``split_ratio=0.9``) or ``split: tebn`` (0–99 test, as
 spikingjelly's ``CIFAR10DVSTEBNSplit``). The validation split is then held out from the training
-part (``val_fraction``, stratified, ``split_seed``); the test part is never used for selection.
+part (``val_fraction``, stratified, ``split_seed``); the test part is never used for selection, except
+under ``protocol=paper`` (no hold-out, test every epoch: ``spikeforge.protocol``).
 
 Augmentation (per recipe, ``augment: {crop, flip, roll}``), one draw per sample shared by all its
 frames, after the resize: ``crop`` = RandomCrop(size, padding 4) (DSR ``cifar/main_single_gpu.py``);
