@@ -240,7 +240,8 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
     if ckpt_path is not None:
         check_state_matches(module, ckpt_path)
     cost = CostMonitor()
-    trainer = build_trainer(cfg, [cost, *reliability_callbacks(cfg, out_dir), *filter(None, [test_recorder])])
+    extra = [test_recorder] if test_recorder is not None else []
+    trainer = build_trainer(cfg, [cost, *reliability_callbacks(cfg, out_dir), *extra])
     n_params = sum(p.numel() for p in module.parameters())
 
     if not distributed.is_spawned_child():
