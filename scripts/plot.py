@@ -52,6 +52,11 @@ def val_curves(runs: list[Run]) -> dict[str, tuple[list[int], list[float]]]:
                     ys.append(100 * float(row["val/acc1"]))
         if xs:
             curves[f"{_label(run)} ({run.path.name})"] = (xs, ys)
+        protocol = (run.results or {}).get("protocol") or {}
+        if not xs and protocol.get("test_acc1_per_epoch"):  # protocol=paper: the test set every epoch
+            per_epoch = protocol["test_acc1_per_epoch"]
+            curves[f"{_label(run)} ({run.path.name}, test: paper protocol)"] = (
+                list(range(len(per_epoch))), [100 * a for a in per_epoch])
     return curves
 
 
@@ -89,7 +94,8 @@ def plot_all(root: Path, out: Path) -> list[Path]:
         _save(fig, out / name)
         written.append(out / name)
 
-    line_plot("val_acc_vs_epoch.png", val_curves(runs), "epoch", "validation top-1 (%)", "Validation accuracy")
+    line_plot("val_acc_vs_epoch.png", val_curves(runs), "epoch", "validation top-1 (%)",
+              "Validation accuracy (protocol=paper runs: test accuracy)")
     mem = [(str(r.key("method")), float(r.key("T")),
             ((r.results.get("peak_gpu_memory_bytes") or r.results.get("peak_host_memory_bytes")) / 2**20))
            for r in runs if r.key("T") is not None]

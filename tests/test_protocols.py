@@ -298,3 +298,20 @@ def test_summary_table_names_each_rows_protocol(tmp_path: Path) -> None:
     header = md.splitlines()[0]
     assert header.index("paper top-1 %") < header.index("protocol")
     assert "paper: test-set selection (last 91.00)" in md and "clean: validation selection" in md
+
+
+def test_plot_draws_the_per_epoch_test_accuracy_of_paper_runs(tmp_path: Path) -> None:
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import plot
+
+    from spikeforge.reporting import collect_runs
+
+    run = tmp_path / "0"
+    (run / ".hydra").mkdir(parents=True)
+    (run / ".hydra" / "config.yaml").write_text("method: {name: bptt}\nmodel: {name: convnet}\ndata: {name: digits}\n")
+    (run / "csv").mkdir()
+    (run / "csv" / "metrics.csv").write_text("epoch,step,test/acc1\n0,10,0.5\n1,20,0.7\n")
+    (run / "results.json").write_text(json.dumps({"method": "bptt", "T": 2, "protocol": {
+        "name": "paper", "test_acc1_per_epoch": [0.5, 0.7]}}))
+    ((label, (xs, ys)),) = plot.val_curves(collect_runs(tmp_path)).items()
+    assert "paper protocol" in label and xs == [0, 1] and ys == pytest.approx([50.0, 70.0])
