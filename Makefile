@@ -55,10 +55,10 @@ prepare-dvs: install  ## integrate DVS events into cached frames: make prepare-d
 bench-data: install  ## data-loading throughput (samples/s) per dataset → outputs/bench_data/
 	$(PY) scripts/bench_data.py $(ARGS)
 
-repro-list:  ## paper recipes: make target, paper top-1, estimated GPU budget
+repro-list:  ## paper recipes: make target, paper top-1, protocol (paper = test-set selection), estimated GPU budget
 	@$(PY) scripts/repro.py list
 
-repro-%: install  ## run a paper recipe, e.g. make repro-sltt-cifar10 ARGS="trainer=gpu"
+repro-%: install  ## run a paper recipe (protocol=paper by default), e.g. make repro-sltt-cifar10 ARGS="trainer=gpu"
 	$(PY) scripts/repro.py run $* $(ARGS)
 
 compare: install  ## every method on digits with the same model, 3 seeds each → docs/compare/ (table + plots)

@@ -54,6 +54,11 @@ def val_curves(runs: list[Run]) -> dict[str, tuple[list[int], list[float]]]:
                     ys.append(100 * float(row["val/acc1"]))
         if xs:
             curves[f"{_label(run)} ({run.path.name})"] = (xs, ys)
+        protocol = (run.results or {}).get("protocol") or {}
+        if not xs and protocol.get("test_acc1_per_epoch"):  # protocol=paper: the test set every epoch
+            per_epoch = protocol["test_acc1_per_epoch"]
+            curves[f"{_label(run)} ({run.path.name}, test: paper protocol)"] = (
+                list(range(len(per_epoch))), [100 * a for a in per_epoch])
     return curves
 
 
@@ -107,7 +112,8 @@ def plot_all(root: Path, out: Path) -> list[Path]:
         _save(fig, out / name)
         written.append(out / name)
 
-    line_plot("val_acc_vs_epoch.png", val_curves(runs), "epoch", "validation top-1 (%)", "Validation accuracy")
+    line_plot("val_acc_vs_epoch.png", val_curves(runs), "epoch", "validation top-1 (%)",
+              "Validation accuracy (protocol=paper runs: test accuracy)")
     saved, peak = memory_points(runs)
     panels = ((saved, "peak saved for backward, one step (MB)"), (peak, "peak memory of the run (MB)"))
     if len({p[1] for p in saved + peak}) > 1:

@@ -1,9 +1,12 @@
 """Paper recipes (``conf/experiment/*.yaml``) as make targets.
 
-    python scripts/repro.py list                 # table: make target, recipe, paper top-1, GPU budget
+    python scripts/repro.py list                 # table: make target, recipe, paper top-1, protocol, GPU budget
     python scripts/repro.py run sltt-cifar10 [overrides...]   # = python src/train.py experiment=sltt_cifar10 ...
 
-``make repro-list`` and ``make repro-<method>-<dataset>[-<variant>]`` call this script.
+``make repro-list`` and ``make repro-<method>-<dataset>[-<variant>]`` call this script. Every recipe
+with a paper result runs the paper's evaluation protocol (``protocol=paper``: full training split,
+test every epoch, best and last test accuracy: test-set selection); append ``protocol=clean`` for
+validation-only selection.
 """
 
 from __future__ import annotations
@@ -78,6 +81,7 @@ def describe(path: Path) -> dict[str, str]:
         "method/model/data": "/".join(overrides.get(k, "–") for k in ("method", "model", "data")),
         "T": str(cfg.get("T", "–")),
         "paper top-1 %": "–" if expected.get("top1") is None else f"{expected['top1']}",
+        "protocol": overrides.get("protocol", "clean"),
         "GPU budget": budget_text,
     }
 
@@ -90,7 +94,15 @@ def list_recipes() -> str:
     widths = {c: max(len(c), *(len(r[c]) for r in rows)) for c in cols}
     lines = ["  ".join(c.ljust(widths[c]) for c in cols)]
     lines += ["  ".join(r[c].ljust(widths[c]) for c in cols) for r in rows]
+    lines += ["", PROTOCOL_NOTE]
     return "\n".join(lines) + "\n"
+
+
+PROTOCOL_NOTE = (
+    "protocol: paper = the paper's evaluation (full training split, test every epoch, best and last test accuracy "
+    "reported: test-set selection), the default of every recipe with a paper result; add protocol=clean to a "
+    "make target's ARGS for validation-only selection (README \"Evaluation protocols\")."
+)
 
 
 def resolve(name: str) -> str:

@@ -6,7 +6,7 @@ import pytest
 from conftest import CONF, compose_cfg, config_options
 from omegaconf import OmegaConf
 
-GROUPS = ["method", "model", "data", "trainer", "logger", "callbacks", "debug", "experiment"]
+GROUPS = ["method", "model", "data", "trainer", "logger", "callbacks", "debug", "protocol", "experiment"]
 CASES = [(g, o) for g in GROUPS for o in config_options(g)]
 
 

@@ -13,8 +13,8 @@ from spikeforge.data.cifar import CIFAR_MEAN_STD, CIFAR10DataModule, CIFAR100Dat
 from spikeforge.data.fakes import write_cifar
 from spikeforge.errors import ConfigError, DataError
 
-OFF = {"random_crop": False, "flip": False, "cutout": False, "autoaugment": False}
-ON = {"random_crop": True, "flip": True, "cutout": True, "autoaugment": True}
+OFF = {"random_crop": False, "flip": False, "autoaugment": False}
+ON = {"random_crop": True, "flip": True, "autoaugment": True}
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +74,7 @@ def test_augmentation_on_off_and_seeded_determinism(cifar10_root: Path) -> None:
     # without augmentation a training sample is the evaluation view of the same image
     i = int(plain.train_set.indices[0])
     assert torch.equal(plain.train_set[0][0], plain.eval_transform(plain.train_set.base[i][0]))
-    aug = _dm(cifar10_root, augment=ON)
+    aug = _dm(cifar10_root, augment=ON, cutout={"kind": "fixed"})
     draws = []
     for seed in (0, 0, 1):
         torch.manual_seed(seed)

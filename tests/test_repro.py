@@ -39,6 +39,8 @@ def test_repro_list_names_every_recipe() -> None:
     listing = repro.list_recipes()
     for name in EXPERIMENTS:
         assert "repro-" + name.replace("_", "-") in listing
+    # the protocol column and the note on protocol=paper / protocol=clean
+    assert "protocol" in listing.splitlines()[0] and repro.PROTOCOL_NOTE in listing
     assert repro.resolve("bptt-digits") == "bptt_digits"
     with pytest.raises(SystemExit):
         repro.resolve("no-such-recipe")

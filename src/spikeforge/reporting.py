@@ -96,6 +96,7 @@ class Row:
 COLUMNS = [
     ("top1", "top-1 % (mean ± std)"),
     ("paper_top1", "paper top-1 %"),
+    ("protocol", "protocol"),
     ("epoch_time_s", "train s/epoch"),
     ("peak_memory_mb", "peak memory MB"),
     ("saved_mb", "saved for backward MB"),
@@ -126,6 +127,7 @@ def summarize(runs: Iterable[Run], group_by: Sequence[str] = DEFAULT_GROUP_BY) -
         row.cells = {
             "top1": top1,
             "paper_top1": expected,
+            "protocol": protocol_label(ok),
             "epoch_time_s": stat(lambda r: r["fit_wall_time_s"] / max(r["epochs"], 1) if r.get("fit_wall_time_s")
                                  else None)[0],
             "peak_memory_mb": stat(lambda r: (r.get("peak_gpu_memory_bytes") or r.get("peak_host_memory_bytes")
@@ -141,6 +143,22 @@ def summarize(runs: Iterable[Run], group_by: Sequence[str] = DEFAULT_GROUP_BY) -
         }
         rows.append(row)
     return rows
+
+
+def protocol_label(results: Sequence[dict[str, Any]]) -> str | None:
+    """How the runs of a row selected their reported top-1 (spikeforge.protocol): ``paper`` = best epoch
+    chosen on the test set (the papers' protocol; last-epoch top-1 in brackets), ``clean`` = best on
+    validation, tested once. Runs written before protocols existed are ``clean``."""
+    labels = []
+    for r in results:
+        p = r.get("protocol") if isinstance(r.get("protocol"), dict) else {"name": "clean"}
+        if p.get("name") == "paper":
+            last = p.get("last_test_acc1")
+            label = "paper: test-set selection" + (f" (last {100 * last:.2f})" if last is not None else "")
+        else:
+            label = "clean: validation selection"
+        labels.append(label)
+    return "; ".join(dict.fromkeys(labels)) or None
 
 
 def _fmt(v: Any) -> str:

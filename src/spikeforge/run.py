@@ -38,6 +38,7 @@ from spikeforge.callbacks.resume import RNGStateCallback, make_resumable
 from spikeforge.config_schema import validate
 from spikeforge.errors import CheckpointError, ConfigError, SpikeforgeError
 from spikeforge.plugins import AtomicCheckpointIO, TimeSyncBatchNorm
+from spikeforge.protocol import apply_protocol, protocol_results
 from spikeforge.utils.io import atomic_write_json
 from spikeforge.utils.opcount import batch_inference_cost
 
@@ -248,11 +249,14 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
     L.seed_everything(cfg.seed, workers=True)
     _prepare_wandb(cfg)
 
-    datamodule = make_resumable(build_datamodule(cfg), int(cfg.seed))
+    datamodule = build_datamodule(cfg)
     module = build_module(cfg)
+    protocol, test_recorder = apply_protocol(cfg, datamodule, module)  # conf/protocol: clean or paper
+    datamodule = make_resumable(datamodule, int(cfg.seed))
     if ckpt_path is not None:
         check_state_matches(module, ckpt_path)
-    trainer = build_trainer(cfg, [cost, *reliability_callbacks(cfg, out_dir)])
+    extra = [test_recorder] if test_recorder is not None else []
+    trainer = build_trainer(cfg, [cost, *reliability_callbacks(cfg, out_dir), *extra])
     n_params = sum(p.numel() for p in module.parameters())
 
     if not distributed.is_spawned_child():
@@ -293,11 +297,12 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
         "epochs": trainer.current_epoch,
         "global_steps": trainer.global_step,
         "val": val_metrics,
-        "best_val_acc1": _scalar(ckpt_cb.best_model_score) if ckpt_cb and ckpt_cb.best_model_score is not None
-        else None,
+        "best_val_acc1": _scalar(ckpt_cb.best_model_score) if protocol == "clean" and ckpt_cb
+        and ckpt_cb.best_model_score is not None else None,
         "best_checkpoint": best or None,
         "test": test_metrics,
         "test_checkpoint": "best" if test_ckpt else "last-weights",
+        "protocol": protocol_results(protocol, test_recorder),
         "firing_rate": getattr(module, "last_firing_rates", {}),
         "mean_firing_rate": getattr(module, "last_firing_rates", {}).get("mean"),
         "parameters": n_params,

@@ -8,20 +8,26 @@ torchvision checks every file's MD5 even without a download; that stays on for r
 (``verify_checksums: true``). ``data.verify_checksums=false`` reads re-packed copies (and the tiny
 test fixtures) after checking only that the files exist.
 
-Augmentation (training split only), in the order of the reference code (ASGL ``loadData``,
-DSR/SLTT CIFAR loaders): RandomCrop(32, padding 4) → horizontal flip → AutoAugment (CIFAR10
-policy) → to tensor → Cutout (1 hole, 16 px) → normalise with the per-dataset mean/std.
-The validation split is held out from the 50,000 training images; the test batch is only tested.
+Augmentation (training split only), in the order of the reference code: RandomCrop(32, padding 4)
+→ ``random_erasing_like`` Cutout on the PIL image (SLTT ``train_SLTT.py``/``train_BPTT.py``:
+torchtoolbox's ``Cutout()`` between the crop and the flip) → horizontal flip → AutoAugment (CIFAR10
+policy; ASGL ``experiment/development/main.py`` ``loadData``) → to tensor → ``fixed`` Cutout (ASGL:
+one 16-px zero square after ``ToTensor``) → normalise with the per-dataset mean/std. DSR
+(``cifar/main_single_gpu.py``) and STDS (``CIFAR10/train.py``) use the crop and the flip only.
+The validation split is held out from the 50,000 training images (``val_fraction``; 0 under
+``protocol=paper``); the test batch is only tested.
 """
 
 from __future__ import annotations
 
+import math
 import pickle
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 import torch
+from PIL import Image
 from torchvision import transforms as T
 from torchvision.datasets import CIFAR10, CIFAR100
 
@@ -36,7 +42,8 @@ CIFAR_MEAN_STD: dict[str, tuple[tuple[float, float, float], tuple[float, float, 
     "cifar100": ((0.5071, 0.4867, 0.4408), (0.2675, 0.2565, 0.2761)),
 }
 
-AUGMENT_KEYS = ("random_crop", "flip", "cutout", "autoaugment")
+AUGMENT_KEYS = ("random_crop", "flip", "autoaugment")
+CUTOUT_KINDS = ("none", "fixed", "random_erasing_like")
 CIFAR_SOURCE = "https://www.cs.toronto.edu/~kriz/cifar.html (the 'python version' archive, extracted)"
 
 
@@ -63,8 +70,82 @@ class Cutout:
         return f"Cutout(n_holes={self.n_holes}, length={self.length})"
 
 
+class RandomErasingCutout:
+    """torchtoolbox's ``transform.Cutout()`` (torchtoolbox 0.1.8.2 defaults), the Cutout of SLTT's
+    ``train_SLTT.py``/``train_BPTT.py``/``train_SLTTK.py`` (applied to the PIL image after the crop,
+    before the flip).
+
+    With probability ``p``: an area fraction ``s ~ U(scale)`` and aspect ratio ``r ~ U(ratio)`` give a
+    hole of ``h = int(sqrt(s·H·W·r))`` rows and ``w = int(sqrt(s·H·W / r))`` columns at a uniform
+    position, filled with one value ``v ~ U{fill[0]..fill[1]}`` by PIL's ``paste(v, box)``; for an RGB
+    image PIL reads the integer as a packed colour, so the hole becomes ``(v, 0, 0)``, as in the
+    original. (torchtoolbox names the PIL size ``(h, w)`` the other way round; CIFAR is square.) Uses
+    torch's RNG, like every other spikeforge transform, so seeded loader workers reproduce a draw.
+    """
+
+    def __init__(
+        self, p: float = 0.5, scale: tuple[float, float] = (0.02, 0.4), ratio: tuple[float, float] = (0.4, 1 / 0.4),
+        fill: tuple[int, int] = (0, 255),
+    ) -> None:
+        if not 0 <= p <= 1:
+            raise ConfigError(f"data.cutout.p must be a probability in [0, 1] (got {p})")
+        if not 0 < scale[0] <= scale[1] <= 1:
+            raise ConfigError(f"data.cutout.scale must be [min, max] with 0 < min <= max <= 1 (got {list(scale)})")
+        if not 0 < ratio[0] <= ratio[1]:
+            raise ConfigError(f"data.cutout.ratio must be [min, max] with 0 < min <= max (got {list(ratio)})")
+        if not 0 <= fill[0] <= fill[1] <= 255:
+            raise ConfigError(f"data.cutout.fill must be [min, max] within 0..255 (got {list(fill)})")
+        self.p, self.scale, self.ratio, self.fill = float(p), tuple(scale), tuple(ratio), tuple(fill)
+
+    @staticmethod
+    def _uniform(lo: float, hi: float) -> float:
+        return lo + (hi - lo) * float(torch.rand(()))
+
+    def params(self, width: int, height: int) -> tuple[int, int, int, int, int] | None:
+        """``(left, top, w, h, v)`` of this draw's hole, or None when the image is left alone."""
+        if float(torch.rand(())) >= self.p:
+            return None
+        s = self._uniform(*self.scale) * height * width
+        r = self._uniform(*self.ratio)
+        w = min(int(math.sqrt(s / r)), width)
+        h = min(int(math.sqrt(s * r)), height)
+        left = int(torch.randint(0, width - w + 1, ()))
+        top = int(torch.randint(0, height - h + 1, ()))
+        v = int(torch.randint(self.fill[0], self.fill[1] + 1, ()))
+        return left, top, w, h, v
+
+    def __call__(self, img: Image.Image) -> Image.Image:
+        drawn = self.params(*img.size)
+        if drawn is None:
+            return img
+        left, top, w, h, v = drawn
+        img = img.copy()
+        img.paste(v, (left, top, left + w, top + h))
+        return img
+
+    def __repr__(self) -> str:
+        return f"RandomErasingCutout(p={self.p}, scale={self.scale}, ratio={self.ratio}, fill={self.fill})"
+
+
+def check_cutout(cutout: dict[str, Any] | None) -> dict[str, Any]:
+    """``data.cutout`` with its defaults filled in; one sentence for an unknown kind or key."""
+    spec = {"kind": "none", "n_holes": 1, "length": 16, "p": 0.5, "scale": [0.02, 0.4], "ratio": [0.4, 2.5],
+            "fill": [0, 255]}
+    given = dict(cutout or {})
+    unknown = sorted(set(given) - set(spec))
+    if unknown:
+        raise ConfigError(f"unknown data.cutout key(s) {unknown}; valid keys: {list(spec)}")
+    spec.update(given)
+    if spec["kind"] not in CUTOUT_KINDS:
+        raise ConfigError(f"data.cutout.kind must be one of {list(CUTOUT_KINDS)} (got {spec['kind']!r})")
+    return spec
+
+
 def check_augment_keys(augment: dict[str, Any] | None, valid: tuple[str, ...], name: str) -> dict[str, bool]:
     augment = dict(augment or {})
+    if "cutout" in augment and "cutout" not in valid:
+        raise ConfigError("data.augment.cutout is now data.cutout.kind (none | fixed | random_erasing_like); "
+                          "e.g. data.cutout.kind=fixed replaces data.augment.cutout=true")
     unknown = sorted(set(augment) - set(valid))
     if unknown:
         raise ConfigError(f"unknown data.augment key(s) {unknown} for data={name}; valid keys: {list(valid)}")
@@ -72,20 +153,23 @@ def check_augment_keys(augment: dict[str, Any] | None, valid: tuple[str, ...], n
 
 
 def cifar_transforms(
-    name: str, augment: dict[str, bool], normalize: bool = True, cutout_length: int = 16
+    name: str, augment: dict[str, bool], normalize: bool = True, cutout: dict[str, Any] | None = None
 ) -> tuple[T.Compose, T.Compose]:
     """(training transform, evaluation transform) for PIL CIFAR images → float ``[3, 32, 32]``."""
     mean, std = CIFAR_MEAN_STD[name]
+    cut = check_cutout(cutout)
     train: list[Any] = []
     if augment["random_crop"]:
         train.append(T.RandomCrop(32, padding=4))
+    if cut["kind"] == "random_erasing_like":  # SLTT: Crop → Cutout → Flip on the PIL image
+        train.append(RandomErasingCutout(cut["p"], tuple(cut["scale"]), tuple(cut["ratio"]), tuple(cut["fill"])))
     if augment["flip"]:
         train.append(T.RandomHorizontalFlip())
     if augment["autoaugment"]:
         train.append(T.AutoAugment(T.AutoAugmentPolicy.CIFAR10))
     train.append(T.ToTensor())
-    if augment["cutout"]:
-        train.append(Cutout(1, cutout_length))
+    if cut["kind"] == "fixed":  # ASGL: ToTensor → Cutout → Normalize
+        train.append(Cutout(int(cut["n_holes"]), int(cut["length"])))
     evaluation: list[Any] = [T.ToTensor()]
     if normalize:
         train.append(T.Normalize(mean, std))
@@ -128,11 +212,11 @@ class CIFARDataModule(SpikeDataModule):
 
     Args:
         root: the folder holding ``cifar-10-batches-py`` / ``cifar-100-python``.
-        augment: ``{random_crop, flip, cutout, autoaugment}`` booleans (training split only).
+        augment: ``{random_crop, flip, autoaugment}`` booleans (training split only).
+        cutout: ``{kind: none | fixed | random_erasing_like, ...}`` (``check_cutout``; module doc).
         normalize: subtract the per-dataset mean and divide by the std (``CIFAR_MEAN_STD``).
         download: let torchvision download the archive into ``root`` (never otherwise).
         verify_checksums: check torchvision's MD5 of every file (``false`` for re-packed copies).
-        cutout_length: side of the Cutout square in pixels.
     """
 
     dataset: ClassVar[str] = "cifar10"
@@ -146,7 +230,7 @@ class CIFARDataModule(SpikeDataModule):
         normalize: bool = True,
         download: bool = False,
         verify_checksums: bool = True,
-        cutout_length: int = 16,
+        cutout: dict[str, Any] | None = None,
         **kw: Any,
     ) -> None:
         kw.setdefault("num_classes", self.n_classes)
@@ -159,7 +243,7 @@ class CIFARDataModule(SpikeDataModule):
         self.download = download
         self.verify_checksums = verify_checksums
         self.train_transform, self.eval_transform = cifar_transforms(
-            self.dataset, self.augment, normalize, cutout_length
+            self.dataset, self.augment, normalize, cutout
         )
 
     @property

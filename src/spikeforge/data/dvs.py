@@ -3,8 +3,18 @@
 Each sample is integrated once into ``frames`` frames with ``split_by='number'`` (spikingjelly's
 fixed-frame-number integration: equal event counts per frame, raw counts per polarity) and cached
 on disk in spikingjelly's own layout, then served as float32 ``[T, 2, size, size]`` (a batch is
-``[N, T, 2, H, W]``): resized from 128×128 (bilinear, antialiased: the reference code's
-``transforms.Resize([48, 48])``), augmented on the training split only.
+``[N, T, 2, H, W]``), augmented on the training split only. What a frame holds (``frame_values``):
+
+- ``counts``: the event counts, resized from 128×128 with a bilinear resize (``resize_antialias``:
+  true = PIL-like antialiasing; false = torchvision < 0.17's tensor ``Resize``, which DSR's
+  ``cifar/main_single_gpu.py`` applies to the float frames: ``transforms.Resize([48, 48])``).
+- ``uint8_wrap``: what SLTT's ``train_SLTT.py`` (``utils/augmentation.py``: ``ToPILImage`` →
+  ``Resize(48)`` → ``ToTensor`` per frame) and ASGL's ``util/data.py`` (``CIFAR10_DVS_Aug``) make of
+  the float counts c: torchvision's ``ToPILImage`` casts ``255·c`` to uint8, which wraps on x86
+  ((255·c) mod 256: 0 → 0, 1 → 255, 2 → 254, …: nearly binary); the two polarities become a PIL
+  ``LA`` image, which PIL resizes with premultiplied alpha (polarity 0 scaled by polarity 1); then
+  /255. Reproduced with PIL itself (:func:`uint8_wrap`, :func:`pil_resize`).
+- ``binary``: 1 where a pixel had at least one event, then resized like ``counts``.
 
 On-disk layout under ``root`` (``${paths.data_dir}/<name>`` unless ``data.root`` is set)::
 
@@ -25,12 +35,14 @@ Splits: DVS128 Gesture has its official train/test trials. CIFAR10-DVS has none:
 per class by sample number, ``split: dsr`` (default; samples 0–899 of each class train, 900–999
 test, as DSR's CIFAR10-DVS reader with ``split_ratio=0.9``) or ``split: tebn`` (0–99 test, as
 spikingjelly's ``CIFAR10DVSTEBNSplit``). The validation split is then held out from the training
-part (``val_fraction``, stratified, ``split_seed``); the test part is never used for selection.
+part (``val_fraction``, stratified, ``split_seed``); the test part is never used for selection, except
+under ``protocol=paper`` (no hold-out, test every epoch: ``spikeforge.protocol``).
 
 Augmentation (per recipe, ``augment: {crop, flip, roll}``), one draw per sample shared by all its
-frames: ``crop`` = RandomCrop(size, padding 4) (DSR's DVS recipe, docs/methods/dsr.md "Training");
-``flip`` = horizontal flip with p = 0.5; ``roll`` = a circular shift by up to ±5 pixels along H and
-W (SLTT's and ASGL's CIFAR10-DVS augmentation).
+frames, after the resize: ``crop`` = RandomCrop(size, padding 4) (DSR ``cifar/main_single_gpu.py``);
+``flip`` = horizontal flip with p = 0.5; ``roll`` = a circular shift by up to ±``roll_max`` (5)
+pixels along H and W, no crop (ASGL ``util/data.py`` ``CIFAR10_DVS_Aug``: flip, then
+``torch.roll`` by ``randint(-5, 5)`` twice). SLTT feeds CIFAR10-DVS and DVS128 Gesture unaugmented.
 """
 
 from __future__ import annotations
@@ -61,6 +73,7 @@ from spikeforge.errors import ConfigError, DataError
 log = logging.getLogger("spikeforge")
 
 AUGMENT_KEYS = ("crop", "flip", "roll")
+FRAME_VALUES = ("counts", "uint8_wrap", "binary")
 CIFAR10_DVS_SPLITS = ("dsr", "tebn")
 TEST_FRACTION = 0.1  # CIFAR10-DVS: the fixed 9:1 train:test split per class
 
@@ -316,21 +329,56 @@ def prepare_dvs(
 
 
 # ---- per-sample transform -----------------------------------------------------------------------
+def uint8_wrap(counts: np.ndarray) -> np.ndarray:
+    """The uint8 image torchvision's ``ToPILImage`` makes of float event counts ``c``
+    (``pic.mul(255).byte()``): ``(255·c) mod 256`` — the float → uint8 cast wraps on x86, where the
+    SLTT and ASGL runs were made (the original code casts implicitly; here it is explicit)."""
+    return ((np.rint(np.asarray(counts)).astype(np.int64) * 255) % 256).astype(np.uint8)
+
+
+def pil_resize(frames_u8: np.ndarray, size: int) -> np.ndarray:
+    """uint8 ``[T, 2, H, W]`` → uint8 ``[T, 2, size, size]`` through PIL exactly as torchvision's
+    ``Resize(size)`` on the 2-channel (``LA``) PIL image of each frame: bilinear, antialiased, with PIL's
+    premultiplied alpha (channel 0 weighted by channel 1)."""
+    from PIL import Image
+
+    out = []
+    for frame in frames_u8:
+        img = Image.fromarray(np.ascontiguousarray(frame.transpose(1, 2, 0)))  # H×W×2 → mode "LA"
+        if img.size != (size, size):
+            img = img.resize((size, size), Image.Resampling.BILINEAR)
+        out.append(np.asarray(img).transpose(2, 0, 1))
+    return np.stack(out)
+
+
 class FrameTransform:
-    """``[T, 2, 128, 128]`` numpy frames → float32 tensor ``[T, 2, size, size]``, resized and
-    (training) augmented with one random draw per sample shared by all frames."""
+    """``[T, 2, 128, 128]`` numpy frames → float32 tensor ``[T, 2, size, size]``: values as
+    ``values`` says (module doc), resized, and (training) augmented with one random draw per sample
+    shared by all frames."""
 
     def __init__(
         self, size: int, crop: bool = False, flip: bool = False, roll: bool = False,
-        crop_padding: int = 4, roll_max: int = 5,
+        crop_padding: int = 4, roll_max: int = 5, values: str = "counts", antialias: bool = True,
     ) -> None:
+        if values not in FRAME_VALUES:
+            raise ConfigError(f"data.frame_values must be one of {list(FRAME_VALUES)} (got {values!r})")
         self.size, self.crop, self.flip, self.roll = size, crop, flip, roll
         self.crop_padding, self.roll_max = crop_padding, roll_max
+        self.values, self.antialias = values, antialias
+
+    def values_and_resize(self, frames: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """The frame values (``values``) at ``size`` × ``size``, before any augmentation."""
+        counts = np.asarray(frames, dtype=np.float32)
+        if self.values == "uint8_wrap":
+            return torch.from_numpy(pil_resize(uint8_wrap(counts), self.size).astype(np.float32) / 255)
+        x = torch.from_numpy(counts > 0).float() if self.values == "binary" else torch.from_numpy(counts)
+        if x.shape[-1] != self.size or x.shape[-2] != self.size:
+            x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False,
+                              antialias=self.antialias)
+        return x
 
     def __call__(self, frames: np.ndarray | torch.Tensor) -> torch.Tensor:
-        x = torch.as_tensor(np.asarray(frames, dtype=np.float32))
-        if x.shape[-1] != self.size or x.shape[-2] != self.size:
-            x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False, antialias=True)
+        x = self.values_and_resize(frames)
         if self.crop and self.crop_padding > 0:
             p = self.crop_padding
             x = F.pad(x, (p, p, p, p))
@@ -369,12 +417,14 @@ def cifar10_dvs_test_split(samples: list[tuple[str, int]], split: str = "dsr") -
 
 
 class DVSDataModule(SpikeDataModule):
-    """Event frames ``[N, T, 2, size, size]`` (float32 event counts), labels int64.
+    """Event frames ``[N, T, 2, size, size]`` (float32), labels int64.
 
     Args:
         root: the dataset folder (module doc for its layout).
         frames: number of frames T per sample (``${T}`` in the configs).
         size: side of the served frames (48 default, 128 = the sensor resolution, no resize).
+        frame_values: ``counts``, ``uint8_wrap`` or ``binary`` (module doc).
+        resize_antialias: antialias the bilinear resize of ``counts``/``binary`` frames.
         augment: ``{crop, flip, roll}`` booleans (training split only).
         split_by: spikingjelly's integration mode (``number``: equal event counts per frame).
         download: allow a download (CIFAR10-DVS only; DVS128 Gesture needs a manual download).
@@ -397,6 +447,8 @@ class DVSDataModule(SpikeDataModule):
         crop_padding: int = 4,
         roll_max: int = 5,
         progress: bool = True,
+        frame_values: str = "counts",
+        resize_antialias: bool = True,
         **kw: Any,
     ) -> None:
         kw.setdefault("num_classes", len(self.spec.classes))
@@ -417,8 +469,10 @@ class DVSDataModule(SpikeDataModule):
         self.download = download
         self.verify_checksums = verify_checksums
         self.progress = progress
-        self.train_transform = FrameTransform(size, **self.augment, crop_padding=crop_padding, roll_max=roll_max)
-        self.eval_transform = FrameTransform(size, crop_padding=crop_padding, roll_max=roll_max)
+        values = {"values": frame_values, "antialias": bool(resize_antialias)}
+        self.train_transform = FrameTransform(size, **self.augment, crop_padding=crop_padding, roll_max=roll_max,
+                                              **values)
+        self.eval_transform = FrameTransform(size, crop_padding=crop_padding, roll_max=roll_max, **values)
 
     def prepare_data(self) -> None:
         prepare_dvs(self.spec.name, self.root, self.frames, self.split_by, self.download, self.verify_checksums,
@@ -487,6 +541,6 @@ class DVSGestureDataModule(DVSDataModule):
 
 __all__: list[str] = [
     "CIFAR10_DVS", "DVS_GESTURE", "DVS_SPECS", "CIFAR10DVSDataModule", "DVSDataModule", "DVSGestureDataModule",
-    "DVSSpec", "FrameTransform", "cifar10_dvs_test_split", "frames_root", "prepare_dvs", "prepare_events",
-    "prepare_frames",
+    "DVSSpec", "FRAME_VALUES", "FrameTransform", "cifar10_dvs_test_split", "frames_root", "pil_resize",
+    "prepare_dvs", "prepare_events", "prepare_frames", "uint8_wrap",
 ]

@@ -150,8 +150,12 @@ class SpikingClassifier(L.LightningModule):
         out = self(x)
         self.log_step(stage, self.compute_loss(out, y), self.readout(out), y)
 
+    # metrics of the validation loop are logged as "<validation_stage>/..."; "test" when the loop runs on
+    # the test split (protocol=paper, spikeforge.protocol)
+    validation_stage: str = "val"
+
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
-        self._eval_step("val", batch)
+        self._eval_step(self.validation_stage, batch)
 
     def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         self._eval_step("test", batch)
