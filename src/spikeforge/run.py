@@ -25,6 +25,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from spikeforge import distributed
 from spikeforge.callbacks.cost import CostMonitor
+from spikeforge.callbacks.hparams import RunConfigLogger
 from spikeforge.callbacks.reliability import (
     LastCheckpoint,
     NonFiniteLossGuard,
@@ -237,7 +238,7 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
     if ckpt_path is not None:
         check_state_matches(module, ckpt_path)
     cost = CostMonitor()
-    trainer = build_trainer(cfg, [cost, *reliability_callbacks(cfg, out_dir)])
+    trainer = build_trainer(cfg, [cost, *reliability_callbacks(cfg, out_dir), RunConfigLogger(cfg)])
     n_params = sum(p.numel() for p in module.parameters())
 
     if not distributed.is_spawned_child():
