@@ -14,7 +14,7 @@ from conftest import compose_cfg
 from infra_utils import ROOT, TINY, env
 
 from spikeforge.errors import ExportError
-from spikeforge.export import export, export_nir
+from spikeforge.export import export, export_nir, export_onnx, export_torchscript
 from spikeforge.run import build_module, train
 
 # a tiny convnet that fires (T 4, lr 0.02) trained for one short epoch
@@ -100,3 +100,11 @@ def test_export_cli_writes_the_file_and_a_bad_format_is_named(trained: Path, tmp
     assert (tmp_path / "ts" / "model.pt").is_file() and (tmp_path / "ts" / "export_results.json").is_file()
     with pytest.raises(ExportError, match="format=tflite is not an export format; choose one of: nir, "):
         _export(trained, "tflite", tmp_path / "bad")
+
+
+def test_stbp_network_goes_to_onnx_and_torchscript_names_what_it_cannot_trace(tmp_path: Path) -> None:
+    module = _module(tmp_path, "stbp_tdbn")
+    x = torch.rand(2, 3, 8, 8)
+    with pytest.raises(ExportError, match="TorchScript cannot hold StrictSpike .*use format=onnx"):
+        export_torchscript(module, x, tmp_path / "m.pt")
+    assert export_onnx(module, x, tmp_path / "m.onnx")["max_abs_diff"] <= 1e-4

@@ -26,6 +26,7 @@ import copy
 import json
 import logging
 import math
+import re
 import warnings
 from pathlib import Path
 from typing import Any
@@ -161,7 +162,8 @@ def nir_network(net: nn.Module, seq_input: torch.Tensor, neuron_kind: str) -> nn
             oh, ow = (out, out) if isinstance(out, int) else (out[0] or h, out[1] or w)
             if h % oh or w % ow:
                 raise ExportError(f"NIR cannot express {name} (adaptive pool {h}x{w} -> {oh}x{ow} is not a fixed "
-                                  "pooling); choose model.pool_size dividing the feature map, or format=onnx")
+                                  "pooling); choose an output size that divides the feature map (convnet: "
+                                  "model.pool_size), or format=onnx")
             return layer.AvgPool2d((h // oh, w // ow), step_mode=getattr(m, "step_mode", "m"))
         return None
 
@@ -174,7 +176,7 @@ def nir_network(net: nn.Module, seq_input: torch.Tensor, neuron_kind: str) -> nn
     if others or any(isinstance(m, TimeBatchNorm) for m in net.modules()):
         what = ", ".join(others) or "a batch norm that does not follow a conv"
         raise ExportError(f"NIR cannot express layers of this model ({what}); NIR maps conv, linear, avg-pool, "
-                          f"flatten and IF/LIF layers (e.g. model=convnet or spiking_vgg11_bn); or use format=onnx")
+                          f"flatten and IF/LIF layers (model=convnet); or use format=onnx")
     return net
 
 
@@ -193,7 +195,7 @@ def export_nir(module: nn.Module, x: torch.Tensor, path: Path, neuron_kind: str,
     seq = module.encode(x)
     if seq.dim() == x.dim():
         raise ExportError("NIR export needs a model fed the time-major input [T, N, ...]; this model repeats its "
-                          "input itself (static_input): use format=onnx or format=torchscript")
+                          "input over T itself after its stem: use model=convnet, or format=onnx / torchscript")
     T = seq.shape[0]
     net = nir_network(module.net, seq, neuron_kind)
     with torch.no_grad():
@@ -260,8 +262,14 @@ def export_torchscript(module: nn.Module, x: torch.Tensor, path: Path) -> dict[s
         expected = model(x)
         with warnings.catch_warnings():  # torch.jit is deprecated in favour of torch.export, still supported
             warnings.simplefilter("ignore", FutureWarning)
-            traced = torch.jit.trace(model, x, check_trace=False)
-    traced.save(str(path))
+            try:
+                torch.jit.trace(model, x, check_trace=False).save(str(path))
+            except RuntimeError as e:
+                m = re.search(r"Could not export Python function call '(\w+)'", str(e))
+                if m is None:
+                    raise
+                raise ExportError(f"TorchScript cannot hold {m.group(1)} (a Python autograd function inside the "
+                                  "neurons of this method); use format=onnx") from None
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
         got = torch.jit.load(str(path))(x)
