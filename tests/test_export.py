@@ -105,6 +105,6 @@ def test_export_cli_writes_the_file_and_a_bad_format_is_named(trained: Path, tmp
 def test_stbp_network_goes_to_onnx_and_torchscript_names_what_it_cannot_trace(tmp_path: Path) -> None:
     module = _module(tmp_path, "stbp_tdbn")
     x = torch.rand(2, 3, 8, 8)
-    with pytest.raises(ExportError, match="TorchScript cannot hold StrictSpike .*use format=onnx"):
+    with pytest.raises(ExportError, match=r"TorchScript cannot hold StrictSpike .*use format=onnx"):
         export_torchscript(module, x, tmp_path / "m.pt")
     assert export_onnx(module, x, tmp_path / "m.onnx")["max_abs_diff"] <= 1e-4
