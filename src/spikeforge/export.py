@@ -60,8 +60,8 @@ ATOL = {"torchscript": 1e-6, "onnx": 1e-4}
 # layers the NIR exchange maps (spikingjelly nir_exchange.to_nir) or that vanish in an eval-mode graph
 _NIR_LAYERS = (nn.Conv1d, nn.Conv2d, nn.Linear, nn.AvgPool2d, nn.Flatten, _PassThrough, nn.Sequential,
                sj_neuron.IFNode, sj_neuron.LIFNode)
-_ALTERNATIVE = ("a hard-reset LIF/IF network: method=bptt, stds, stbp_tdbn or asgl (v_threshold 1), or "
-                "format=torchscript / format=onnx, which keep every neuron")
+_ALTERNATIVE = ("a hard-reset LIF/IF network (method=bptt, stds, stbp_tdbn, or asgl with v_threshold 1), or "
+                "format=onnx, which keeps every neuron")
 
 
 class Classifier(nn.Module):
@@ -189,6 +189,8 @@ def _record_spikes(modules: list[nn.Module]) -> tuple[list[torch.Tensor], list[A
 
 
 def export_nir(module: nn.Module, x: torch.Tensor, path: Path, neuron_kind: str, dt: float = 1e-4) -> dict[str, Any]:
+    """Write the NIR graph of ``module.net`` to ``path``, read it back, step it over the encoded batch
+    ``x`` and compare spikes and outputs with PyTorch (the check, as a dict; ExportError if they differ)."""
     import nir
     from spikingjelly.activation_based.nir_exchange import export_to_nir, import_from_nir
 
