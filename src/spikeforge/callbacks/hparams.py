@@ -31,7 +31,11 @@ _SKIP = ("paths", "logger", "callbacks", "hydra")
 def flatten_config(cfg: DictConfig | Mapping[str, Any], skip: tuple[str, ...] = _SKIP) -> dict[str, Any]:
     """``{"method.optimizer.lr": 0.005, "T": 4, ...}``: the resolved config with dotted keys; lists
     become strings (loggers take scalars); ``skip`` leaves out top-level groups that are not hyper-parameters."""
-    tree = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
+    if isinstance(cfg, DictConfig):  # resolve only what is kept (paths.output_dir may need Hydra's runtime)
+        tree = {k: OmegaConf.to_container(cfg[k], resolve=True) if OmegaConf.is_config(cfg[k]) else cfg[k]
+                for k in cfg if k not in skip}
+    else:
+        tree = dict(cfg)
     flat: dict[str, Any] = {}
 
     def walk(node: Any, prefix: str) -> None:
