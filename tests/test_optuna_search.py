@@ -73,3 +73,19 @@ def test_two_trial_sweep_writes_study_and_summary_and_resumes(tmp_path) -> None:
     first = {t.params["method.optimizer.lr"] for t in study.trials[:2]}
     assert study.trials[2].params["method.optimizer.lr"] not in first  # the reseeded sampler moves on
     assert len(list(csv.DictReader((sweep_dir / "trials.csv").open()))) == 3
+
+
+def test_a_trial_that_exits_with_an_error_is_a_failed_trial_not_the_end_of_the_search() -> None:
+    import sys
+
+    def run(code: int | None):
+        def task(cfg):
+            sys.exit(code)
+
+        return optuna_search.failures_as_exceptions(task)
+
+    with pytest.raises(optuna_search.TrialFailed, match="exited with code 3"):
+        run(3)(None)
+    with pytest.raises(SystemExit):  # a clean stop (preemption) still ends the sweep
+        run(0)(None)
+    assert optuna_search.failures_as_exceptions(lambda cfg: 0.5)(None) == 0.5

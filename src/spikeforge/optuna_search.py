@@ -11,14 +11,16 @@ only in that namespace); it runs hydra-optuna-sweeper's loop with these addition
 - the sampler is reseeded with ``seed + trials already in the study``, so a resumed seeded sampler
   does not propose the points of the first launch again;
 - the search space is ``params`` (every method) plus ``method_params.<method.name>``;
+- a trial whose run exits with an error is a failed trial (:func:`failures_as_exceptions`);
 - at the end (also after a failure) every trial goes to ``<sweep dir>/trials.csv`` and a table.
 """
 
 from __future__ import annotations
 
 import csv
+import functools
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +45,30 @@ def search_space(params: Mapping[str, Any] | None, method_params: Mapping[str, A
                           f"add one under hydra.sweeper.method_params.{method} in conf/hparams_search/optuna.yaml")
     space.update({str(k): str(v) for k, v in (per_method[method] or {}).items()})
     return space
+
+
+class TrialFailed(RuntimeError):
+    """A trial's run ended with an error (its one-line message is already on stderr)."""
+
+
+def failures_as_exceptions(task: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """``task`` with ``SystemExit(code != 0)`` turned into :class:`TrialFailed`.
+
+    ``src/train.py`` reports a user-facing error (a diverged loss, a bad value) with ``sys.exit``; Hydra's
+    job runner catches exceptions only, so without this one failed trial would end the whole search.
+    As an exception the trial is marked FAIL and ``hydra.sweeper.max_failure_rate`` decides whether the
+    sweep goes on. A clean stop (exit 0: preemption, with a checkpoint) still ends the sweep."""
+
+    @functools.wraps(task)
+    def run(cfg: Any) -> Any:
+        try:
+            return task(cfg)
+        except SystemExit as e:
+            if e.code in (0, None):
+                raise
+            raise TrialFailed(f"the trial's run exited with code {e.code}") from None
+
+    return run
 
 
 def existing_trials(storage: str, study_name: str) -> int:

@@ -48,7 +48,8 @@ class OptunaStudySweeper(Sweeper):
         self.impl = OptunaSweeperImpl(sampler, self.options["direction"], storage, self.options["study_name"],
                                       self.options["n_trials"], self.options["n_jobs"],
                                       self.options["max_failure_rate"], None, None, space)
-        self.impl.setup(hydra_context=hydra_context, task_function=task_function, config=config)
+        self.impl.setup(hydra_context=hydra_context, task_function=optuna_search.failures_as_exceptions(task_function),
+                        config=config)
         self.impl.job_idx = done  # trial N runs in <sweep dir>/N, also after a resume
         self.storage = storage
 
