@@ -140,8 +140,23 @@ def test_wandb_logger_runs_offline_without_a_key(make_cfg, monkeypatch) -> None:
     monkeypatch.delenv("WANDB_MODE", raising=False)
     monkeypatch.setenv("HOME", str(Path(make_cfg("logger=wandb").paths.output_dir).parent))  # no ~/.netrc key
     cfg = make_cfg(*LIMIT, "trainer.max_epochs=1", "logger=wandb", "test=false", "inference_cost=false", name="wb")
-    train(cfg)
     import wandb
+
+    from spikeforge import run
+
+    seen: dict = {}
+    finish = run._finish_wandb
+
+    def record_then_finish() -> None:  # the run config and summary as wandb holds them at the end
+        seen.update(config=dict(wandb.run.config), summary=dict(wandb.run.summary))
+        finish()
+
+    monkeypatch.setattr(run, "_finish_wandb", record_then_finish)
+    results = train(cfg)
+    # the whole resolved config (flattened) is the run config; the final metrics are in the summary
+    assert seen["config"]["T"] == cfg.T and seen["config"]["data.name"] == "digits"
+    assert seen["config"]["method.optimizer.lr"] == cfg.method.optimizer.lr
+    assert seen["summary"]["hp/best_val_acc1"] == pytest.approx(results["best_val_acc1"])
 
     assert os.environ["WANDB_MODE"] == "offline"
     assert wandb.run is None  # the run was finished, so the next job of a sweep starts its own

@@ -22,3 +22,7 @@ class DataError(SpikeforgeError):
 
 class CheckpointError(SpikeforgeError):
     """Unreadable or mismatched checkpoint."""
+
+
+class ExportError(SpikeforgeError):
+    """A network the chosen export format cannot express, or an export that does not reproduce it."""

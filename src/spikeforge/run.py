@@ -27,6 +27,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from spikeforge import distributed
 from spikeforge.callbacks.collectives import EpochMetricsSync
 from spikeforge.callbacks.cost import CostMonitor
+from spikeforge.callbacks.hparams import RunConfigLogger
 from spikeforge.callbacks.reliability import (
     LastCheckpoint,
     NonFiniteLossGuard,
@@ -256,7 +257,7 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
     if ckpt_path is not None:
         check_state_matches(module, ckpt_path)
     extra = [test_recorder] if test_recorder is not None else []
-    trainer = build_trainer(cfg, [cost, *reliability_callbacks(cfg, out_dir), *extra])
+    trainer = build_trainer(cfg, [cost, *reliability_callbacks(cfg, out_dir), RunConfigLogger(cfg), *extra])
     n_params = sum(p.numel() for p in module.parameters())
 
     if not distributed.is_spawned_child():
