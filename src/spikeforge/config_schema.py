@@ -6,9 +6,10 @@ Three layers, checked in this order before anything is built or written:
    ``method.optimizer.*``, ``trainer.*``, ``reliability.*``); they are registered in Hydra's
    ``ConfigStore`` under ``schema/*`` so they can also be used as Hydra defaults. Each field carries
    its constraint (``_Rule``), so the message names the key, the bad value and the valid range.
-2. **Per-method schemas**: a method module registers a dataclass for its own keys with
-   :func:`register_method_schema` (``@register_method_schema("sltt_k")``); unknown keys of a method
-   that registered a schema are reported as misspellings with the closest valid name.
+2. **Per-method schemas**: a dataclass for a method's own keys, registered with
+   :func:`register_method_schema` (``@register_method_schema("sltt_k")``) from a module that imports
+   no torch (validation runs before torch is loaded); unknown keys of a method that registered a
+   schema are reported as misspellings with the closest valid name.
 3. **Generic method rules** by key name, so methods that have not registered a schema still get the
    common impossible values caught: ``K`` (1 ≤ K ≤ T), ``p`` and ``*_p`` (a probability in [0, 1]),
    ``D`` (≥ 0), ``width``/``alpha``/``surrogate_alpha``/``tau`` (> 0).
@@ -18,12 +19,14 @@ Three layers, checked in this order before anything is built or written:
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import difflib
-import importlib
+import importlib.machinery
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
@@ -247,17 +250,60 @@ def _walk_name_rules(prefix: str, node: Any) -> None:
                 _check_value(path, v, r)
 
 
-def _import_method_module(target: str | None) -> None:
-    """Import the method's module so its ``register_method_schema`` decorators have run."""
+def module_file(module: str) -> str | None:
+    """The source file of ``module`` (dotted name), found without executing it or its packages."""
+    path: list[str] | None = None
+    origin = None
+    parts = module.split(".")
+    for i in range(len(parts)):
+        name = ".".join(parts[: i + 1])
+        spec = importlib.machinery.PathFinder.find_spec(name, path)
+        if spec is None:
+            return None
+        origin, path = spec.origin, list(spec.submodule_search_locations or [])
+    return origin
+
+
+def _top_level_names(tree: ast.Module) -> set[str]:
+    names: set[str] = set()
+    for n in tree.body:
+        if isinstance(n, (ast.ClassDef, ast.FunctionDef)):
+            names.add(n.name)
+        elif isinstance(n, (ast.Import, ast.ImportFrom)):
+            names.update((a.asname or a.name).split(".")[0] for a in n.names)
+        elif isinstance(n, ast.Assign):
+            names.update(t.id for t in n.targets if isinstance(t, ast.Name))
+    return names
+
+
+def _check_target(target: str | None) -> None:
+    """``method._target_`` names a class defined in a module that exists. Checked on the source, not by
+    importing it: validation runs before torch is loaded (per-method schemas and checks are therefore
+    registered from modules that import no torch, e.g. this one)."""
     if not target or "." not in target:
         return
-    module = target.rsplit(".", 1)[0]
-    try:
-        importlib.import_module(module)
-    except ImportError:
-        raise ConfigError(
-            f"method._target_ {target!r} cannot be imported; check the method config (conf/method/*.yaml)"
-        ) from None
+    module, cls = target.rsplit(".", 1)
+    file = module_file(module)
+    found = False
+    if file is not None and file.endswith(".py"):
+        tree = ast.parse(Path(file).read_text(encoding="utf-8"))
+        found = cls in _top_level_names(tree)
+    if not found:
+        raise ConfigError(f"method._target_ {target!r} does not exist; check the method config (conf/method/*.yaml)")
+
+
+def check_accelerator(accelerator: str) -> None:
+    """A GPU accelerator needs a GPU on this machine. torch is imported only for GPU accelerators, so
+    CPU configs are still validated before it loads."""
+    if accelerator not in ("gpu", "cuda", "mps"):
+        return
+    import torch
+
+    cuda = torch.cuda.is_available()
+    mps = bool(getattr(torch.backends, "mps", None)) and torch.backends.mps.is_available()
+    if (accelerator == "cuda" and not cuda) or (accelerator == "mps" and not mps) or not (cuda or mps):
+        raise ConfigError(f"trainer.accelerator={accelerator} needs a GPU and torch sees none on this machine; "
+                          "use trainer=cpu, or trainer=ddp_cpu for several CPU processes")
 
 
 def validate(cfg: DictConfig) -> None:
@@ -285,6 +331,7 @@ def validate(cfg: DictConfig) -> None:
                 f"trainer.precision={prec!r} is not a Lightning precision; "
                 "choose one of 32-true, 16-mixed, bf16-mixed, bf16-true, 64-true"
             )
+        check_accelerator(str(tr.get("accelerator", "cpu")))
         dev = tr.get("devices")
         if not (
             dev in ("auto", -1)
@@ -312,7 +359,7 @@ def validate(cfg: DictConfig) -> None:
     method = c.get("method")
     if isinstance(method, dict):
         name = method.get("name")
-        _import_method_module(method.get("_target_"))
+        _check_target(method.get("_target_"))
         if isinstance(method.get("optimizer"), dict):
             _check_dataclass("method.optimizer", method["optimizer"], OptimizerSchema, strict=False)
         T = c.get("T")
