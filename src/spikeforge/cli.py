@@ -7,6 +7,8 @@ This module imports only Hydra, OmegaConf and spikeforge's config code: ``--help
 - :func:`config_dir` finds ``conf/``: in the checkout this package lives in (``src/spikeforge`` →
   ``conf``), else ``$SPIKEFORGE_ROOT/conf``, else the copy shipped inside an installed wheel
   (``spikeforge/conf``).
+- :func:`ensure_dependencies` re-runs ``python src/train.py ...`` with the checkout's ``.venv`` Python
+  when the Python that started it lacks the dependencies (the environment was not activated).
 - :func:`one_line_errors` makes Hydra's own errors (unknown group option, misspelt key, bad override
   syntax, missing value) one line on stderr with exit code 2, like every :class:`SpikeforgeError`
   (full traces with ``HYDRA_FULL_ERROR=1``).
@@ -112,6 +114,32 @@ def config_dir() -> Path:
     sys.exit(2)
 
 
+def venv_python(root: Path) -> Path | None:
+    for exe in (root / ".venv" / "bin" / "python", root / ".venv" / "Scripts" / "python.exe"):
+        if exe.is_file():
+            return exe
+    return None
+
+
+def ensure_dependencies() -> None:
+    """``python src/train.py`` with a Python that lacks the dependencies (``.venv`` not activated):
+    re-run the same command with the checkout's ``.venv`` Python, or say how to install them."""
+    import importlib.util
+
+    if importlib.util.find_spec("hydra") is not None and importlib.util.find_spec("omegaconf") is not None:
+        return
+    root = checkout_root()
+    exe = venv_python(root) if root is not None else None
+    in_venv = exe is not None and Path(sys.prefix).resolve() == exe.parent.parent.resolve()
+    if exe is not None and not in_venv and not os.environ.get("SPIKEFORGE_REEXEC"):
+        os.environ["SPIKEFORGE_REEXEC"] = "1"
+        os.execv(str(exe), [str(exe), *sys.argv])
+    print(f"error: this Python ({sys.executable}) lacks spikeforge's dependencies (hydra-core, torch, ...) and the "
+          "checkout has no .venv; run `make install` (it creates .venv), then `source .venv/bin/activate`",
+          file=sys.stderr)
+    sys.exit(2)
+
+
 def _set_root() -> None:
     """Outputs and data under the checkout (as ``python src/train.py`` does), else under the cwd."""
     root = checkout_root()
@@ -142,6 +170,7 @@ def train_entry() -> Any:
     """``python src/train.py`` / ``spikeforge-train``: the Hydra app, or — in a DDP rank process that
     Lightning started for a job — training of the job's resolved config without re-parsing the
     command line (see :mod:`spikeforge.distributed`)."""
+    ensure_dependencies()
     from spikeforge.distributed import child_config, is_spawned_child
 
     _set_root()
@@ -164,6 +193,7 @@ def open_key_overrides(argv: list[str]) -> list[str]:
 
 def eval_entry() -> Any:
     """``python src/eval.py`` / ``spikeforge-eval``."""
+    ensure_dependencies()
     _set_root()
     sys.argv[1:] = open_key_overrides(sys.argv[1:])
     one_line_errors()
