@@ -1,4 +1,5 @@
-"""The command line: ``--cfg job``, ``--help`` and config errors answer before torch is imported; a GPU
+"""The command line: ``--cfg job``, ``--help`` and config errors (unknown neuron, norm, loss and model
+names included) answer before torch is imported; a GPU
 trainer on a machine without one stops with one line and no run directory; eval's ``data_overrides``
 need no ``+``; the console stays quiet on a resumed run; the configs are found from an installed
 package; and the console filter keeps Lightning's INFO lines in the log file only."""
@@ -39,8 +40,9 @@ print("\\n" + json.dumps({"code": code, "heavy": heavy}))
     ["src/train.py", "--help"],
     ["src/train.py", "method=sltt", "T=0"],            # an error found by validation
     ["src/train.py", "method=bptx"],                   # an unknown option (Hydra's composition error)
+    ["src/train.py", "method.neuron.kind=izhikevich"],  # a name the registries do not know
     ["src/eval.py", "--cfg", "job", "ckpt_path=x.ckpt", "data_overrides.batch_size=256"],
-], ids=["cfg-job", "help", "validation-error", "unknown-option", "eval-cfg-job"])
+], ids=["cfg-job", "help", "validation-error", "unknown-option", "unknown-neuron", "eval-cfg-job"])
 def test_entry_points_answer_without_importing_torch(argv: list[str], tmp_path: Path) -> None:
     """--cfg job, --help and config errors compose and validate before any heavy import (speed itself
     is measured by benchmarks, not here)."""
@@ -52,7 +54,7 @@ def test_entry_points_answer_without_importing_torch(argv: list[str], tmp_path: 
     tail = (out.stdout + out.stderr)[-3000:]
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["heavy"] == [], tail
-    if "T=0" in argv or "method=bptx" in argv:
+    if any(a in argv for a in ("T=0", "method=bptx", "method.neuron.kind=izhikevich")):
         assert result["code"] == 2 and out.stderr.startswith("error: "), tail
         assert not (tmp_path / "outputs").exists(), "a config error left a run directory"
     else:
@@ -68,6 +70,20 @@ def test_repro_list_does_not_import_torch() -> None:
                          capture_output=True, text=True, timeout=120)
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert "GPU-h" in result["row"]["GPU budget"] and not result["torch"], out.stderr[-2000:]
+
+
+def test_names_read_from_the_source_equal_the_registries() -> None:
+    from spikeforge.config_schema import _REGISTERED
+    from spikeforge.layers import NORMS
+    from spikeforge.losses import LOSSES
+    from spikeforge.models import MODELS
+    from spikeforge.neurons import NEURONS
+    from spikeforge.registry import declared_names
+
+    registries = {"spikeforge.neurons": NEURONS, "spikeforge.layers": NORMS, "spikeforge.losses": LOSSES,
+                  "spikeforge.models": MODELS}
+    for _key, module, register, _what in _REGISTERED:
+        assert declared_names(module, register) == registries[module].names(), module
 
 
 def test_gpu_trainer_without_a_gpu_stops_before_the_run_directory(tmp_path: Path) -> None:

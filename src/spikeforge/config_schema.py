@@ -292,6 +292,31 @@ def _check_target(target: str | None) -> None:
         raise ConfigError(f"method._target_ {target!r} does not exist; check the method config (conf/method/*.yaml)")
 
 
+# registry-backed names a config chooses: (config key, module, registering call, what the registry calls it)
+_REGISTERED = (
+    ("method.neuron.kind", "spikeforge.neurons", "register_neuron", "neuron kind"),
+    ("method.norm.kind", "spikeforge.layers", "register_norm", "norm kind"),
+    ("method.loss.name", "spikeforge.losses", "LOSSES.register", "loss"),
+    ("model.name", "spikeforge.models", "register_model", "model"),
+)
+
+
+def _check_registered(c: dict[str, Any]) -> None:
+    """Neuron, norm, loss and model names exist (the same sentence as the registries' own, found before
+    torch loads: :func:`spikeforge.registry.declared_names` reads them from the source)."""
+    from spikeforge.registry import declared_names
+
+    for key, module, register, what in _REGISTERED:
+        node: Any = c
+        for part in key.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        if not isinstance(node, str):
+            continue
+        names = declared_names(module, register)
+        if names and node not in names:
+            raise ConfigError(f"unknown {what} {node!r}; choose one of: {', '.join(names)}")
+
+
 def check_accelerator(accelerator: str) -> None:
     """A GPU accelerator needs a GPU on this machine. torch is imported only for GPU accelerators, so
     CPU configs are still validated before it loads."""
@@ -356,6 +381,7 @@ def validate(cfg: DictConfig) -> None:
             f"resume must be 'auto' or unset (got {resume!r}); to resume a run use "
             "resume=auto run_dir=<run dir> or ckpt_path=<file>"
         )
+    _check_registered(c)
     method = c.get("method")
     if isinstance(method, dict):
         name = method.get("name")
