@@ -86,6 +86,38 @@ def test_names_read_from_the_source_equal_the_registries() -> None:
         assert declared_names(module, register) == registries[module].names(), module
 
 
+def test_method_keys_read_from_the_source_equal_the_signatures() -> None:
+    """Validation reads a method class's keyword arguments from the source (no torch); they equal what
+    ``inspect`` finds on the imported class (its ``__init__`` and, through ``**kwargs``, its bases')."""
+    import importlib
+    import inspect
+
+    import lightning as L
+    from omegaconf import OmegaConf
+
+    from spikeforge.config_schema import method_keys_from_source
+
+    def signature_keys(cls: type) -> set[str]:
+        keys: set[str] = set()
+        for klass in cls.__mro__:
+            if klass in (L.LightningModule, object):
+                break
+            if "__init__" in vars(klass):
+                params = inspect.signature(vars(klass)["__init__"]).parameters.values()
+                keys |= {p.name for p in params if p.name != "self" and p.kind in (p.POSITIONAL_OR_KEYWORD,
+                                                                                   p.KEYWORD_ONLY)}
+                if not any(p.kind == p.VAR_KEYWORD for p in params):
+                    break
+        return keys
+
+    targets = {OmegaConf.load(f).get("_target_") for f in (ROOT / "conf" / "method").glob("*.yaml")} - {None}
+    assert len(targets) >= 6
+    for target in sorted(targets):
+        module, name = target.rsplit(".", 1)
+        assert method_keys_from_source(target) == signature_keys(getattr(importlib.import_module(module), name)), target
+    assert method_keys_from_source("spikeforge.methods.base.NoSuchMethod") is None
+
+
 def test_gpu_trainer_without_a_gpu_stops_before_the_run_directory(tmp_path: Path) -> None:
     import torch
 

@@ -276,19 +276,67 @@ def _top_level_names(tree: ast.Module) -> set[str]:
     return names
 
 
+def _parse(module: str) -> ast.Module | None:
+    file = module_file(module)
+    if file is None or not file.endswith(".py"):
+        return None
+    return ast.parse(Path(file).read_text(encoding="utf-8"))
+
+
+def _class_chain(module: str, name: str, seen: set[str] | None = None) -> list[ast.ClassDef | None]:
+    """``module.name`` and its base classes in method-resolution order, read from the source; a base
+    outside this package (``LightningModule``) ends its branch as ``None``."""
+    seen = set() if seen is None else seen
+    tree = _parse(module) if module.startswith("spikeforge") else None
+    if tree is None or f"{module}.{name}" in seen:
+        return [None]
+    seen.add(f"{module}.{name}")
+    cls = next((n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == name), None)
+    if cls is None:  # imported into this module: follow the import
+        src = next((n.module for n in tree.body if isinstance(n, ast.ImportFrom) and n.module
+                    and any((a.asname or a.name) == name for a in n.names)), None)
+        real = next((a.name for n in tree.body if isinstance(n, ast.ImportFrom) for a in n.names
+                     if (a.asname or a.name) == name), name)
+        return _class_chain(src, real, seen) if src else [None]
+    chain: list[ast.ClassDef | None] = [cls]
+    for base in cls.bases:
+        chain += _class_chain(module, base.id, seen) if isinstance(base, ast.Name) else [None]
+    return chain
+
+
+def method_keys_from_source(target: str) -> set[str] | None:
+    """Keyword arguments of ``target``'s ``__init__`` and, while an ``__init__`` passes ``**kwargs`` on,
+    of its base classes' (up to a class outside spikeforge, e.g. ``LightningModule``), read from the
+    source without importing it: validation runs before torch loads. None if the class does not exist."""
+    if "." not in target:
+        return None
+    module, name = target.rsplit(".", 1)
+    chain = _class_chain(module, name)
+    if not chain or chain[0] is None:
+        return None
+    keys: set[str] = set()
+    for cls in chain:
+        if cls is None:
+            break
+        init = next((n for n in cls.body if isinstance(n, ast.FunctionDef) and n.name == "__init__"), None)
+        if init is None:
+            continue
+        keys |= {a.arg for a in [*init.args.args, *init.args.kwonlyargs] if a.arg != "self"}
+        if init.args.kwarg is None:
+            break
+    return keys
+
+
 def _check_target(target: str | None) -> None:
-    """``method._target_`` names a class defined in a module that exists. Checked on the source, not by
-    importing it: validation runs before torch is loaded (per-method schemas and checks are therefore
-    registered from modules that import no torch, e.g. this one)."""
+    """``method._target_`` names a class that exists. Checked on the source, not by importing it:
+    validation runs before torch is loaded (per-method schemas and checks are therefore registered from
+    modules that import no torch, e.g. this one; class signatures come from
+    :func:`method_keys_from_source`)."""
     if not target or "." not in target:
         return
     module, cls = target.rsplit(".", 1)
-    file = module_file(module)
-    found = False
-    if file is not None and file.endswith(".py"):
-        tree = ast.parse(Path(file).read_text(encoding="utf-8"))
-        found = cls in _top_level_names(tree)
-    if not found:
+    tree = _parse(module)
+    if tree is None or cls not in _top_level_names(tree):
         raise ConfigError(f"method._target_ {target!r} does not exist; check the method config (conf/method/*.yaml)")
 
 
