@@ -2,9 +2,11 @@
 Hydra configs ``conf/`` shipped inside the package as ``spikeforge.conf`` so an installed
 ``spikeforge-train`` finds them (``spikeforge.cli.config_dir``)."""
 
-from setuptools import find_packages, setup
+from setuptools import find_namespace_packages, find_packages, setup
+
+CONF = ["spikeforge.conf", *(f"spikeforge.conf.{group}" for group in find_namespace_packages("conf"))]
 
 setup(
-    packages=[*find_packages("src", include=["spikeforge", "spikeforge.*"]), "spikeforge.conf"],
+    packages=[*find_packages("src", include=["spikeforge", "spikeforge.*"]), *CONF],
     package_dir={"": "src", "spikeforge.conf": "conf"},
 )
