@@ -47,7 +47,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -574,7 +574,7 @@ def machine_info(threads: int) -> dict[str, Any]:
     except OSError:
         pass
     info = {
-        "date_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "date_utc": datetime.now(UTC).isoformat(timespec="seconds"),
         "host": platform.node(), "platform": platform.platform(), "cpu": cpu, "cpu_count": os.cpu_count(),
         "threads": threads, "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,
         "python": platform.python_version(), "torch": torch.__version__, "lightning": lightning.__version__,
@@ -763,7 +763,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     report = {"machine": machine_info(args.threads), "command": " ".join(sys.argv), "load_start": load_start,
               "load_end": os.getloadavg() if hasattr(os, "getloadavg") else None,
               "total_wall_s": time.perf_counter() - start, "rows": rows, "targets": evaluate_targets(rows)}
-    out_dir = Path(args.out) / datetime.now(timezone.utc).strftime("%Y-%m-%d")
+    out_dir = Path(args.out) / datetime.now(UTC).strftime("%Y-%m-%d")
     for path in write_report(report, out_dir, plots=not args.no_plots):
         print(f"wrote {path}")
     for t in report["targets"]:

@@ -11,14 +11,18 @@ validation-only selection.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 from omegaconf import OmegaConf
 
 ROOT = Path(__file__).resolve().parents[1]
 EXPERIMENTS = ROOT / "conf" / "experiment"
+CACHE = ROOT / "outputs" / ".cache" / "repro-list.json"
 
 
 def recipes() -> dict[str, Path]:
@@ -39,14 +43,23 @@ _GFLOPS = {  # forward, one sample, one step, native input size
 }
 
 
-def estimate_gpu_hours(name: str) -> float | None:
-    """Budget from the composed recipe (epochs, data, T, model); None when a piece is unknown."""
+def _compose(name: str) -> Any:
+    """The composed recipe (Hydra initialised once for all recipes: ``make repro-list`` stays fast)."""
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose(config_name="train", overrides=[f"experiment={name}"])
+    if not GlobalHydra.instance().is_initialized():
+        initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3")
+    # only method, model, data, trainer and T matter here: leave out the groups that are slow to compose
+    return compose(config_name="train", overrides=[f"experiment={name}", *_LEAN])
+
+
+_LEAN = ["~callbacks", "~logger", "hydra/job_logging=none", "hydra/hydra_logging=none"]
+
+
+def estimate_gpu_hours(name: str) -> float | None:
+    """Budget from the composed recipe (epochs, data, T, model); None when a piece is unknown."""
+    cfg = _compose(name)
     gflops = _GFLOPS.get(cfg.model.name)
     samples = _TRAIN_SAMPLES.get(cfg.data.name)
     if gflops is None or samples is None:
@@ -86,7 +99,35 @@ def describe(path: Path) -> dict[str, str]:
     }
 
 
-def list_recipes() -> str:
+def _cache_key() -> str:
+    h = hashlib.sha256(Path(__file__).read_bytes())
+    for p in sorted((ROOT / "conf").rglob("*.yaml")):
+        h.update(str(p.relative_to(ROOT)).encode() + b"\0" + p.read_bytes())
+    return h.hexdigest()
+
+
+def list_recipes(cache: Path | None = None) -> str:
+    """The table; with ``cache`` (a JSON file) it is reused while ``conf/`` and this script are unchanged
+    (composing every recipe for its budget takes seconds)."""
+    key = _cache_key() if cache is not None else ""
+    if cache is not None and cache.is_file():
+        try:
+            saved = json.loads(cache.read_text())
+            if saved.get("key") == key:
+                return str(saved["table"])
+        except (OSError, ValueError, KeyError):
+            pass
+    table = _table()
+    if cache is not None:
+        try:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            cache.write_text(json.dumps({"key": key, "table": table}))
+        except OSError:
+            pass  # a read-only checkout: no cache, same table
+    return table
+
+
+def _table() -> str:
     rows = [describe(p) for p in recipes().values()]
     if not rows:
         return "no recipes under conf/experiment/\n"
@@ -119,7 +160,7 @@ def main(argv: list[str]) -> int:
         print(__doc__, file=sys.stderr)
         return 2
     if argv[0] == "list":
-        print(list_recipes(), end="")
+        print(list_recipes(cache=CACHE), end="")
         return 0
     if len(argv) < 2:
         print("error: name a recipe, e.g. `python scripts/repro.py run sltt-cifar10`", file=sys.stderr)

@@ -1,4 +1,8 @@
-"""Train a spiking network: ``python src/train.py method=<m> model=<m> data=<d> [key=value ...]``."""
+"""Train a spiking network: ``python src/train.py method=<m> model=<m> data=<d> [key=value ...]``.
+
+Only Hydra and the config code are imported here: ``--help``, ``--cfg job`` and config errors answer
+before torch, Lightning or spikingjelly load (they load inside the task, :func:`spikeforge.run.train`).
+"""
 
 import os
 import sys
@@ -8,18 +12,7 @@ ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("SPIKEFORGE_ROOT", str(ROOT))
 sys.path.insert(0, str(ROOT / "src"))
 
-import hydra  # noqa: E402
-from omegaconf import DictConfig  # noqa: E402
-
-from spikeforge.cli import main_or_child  # noqa: E402
-from spikeforge.run import run_cli, train  # noqa: E402
-
-
-@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
-def main(cfg: DictConfig) -> float | None:
-    results = run_cli(train, cfg)
-    return (results or {}).get("best_val_acc1")  # objective for sweepers
-
+from spikeforge.cli import train_entry  # noqa: E402
 
 if __name__ == "__main__":
-    main_or_child(main, train)
+    train_entry()

@@ -1,11 +1,20 @@
-"""Entry-point plumbing shared by ``src/train.py`` and ``src/eval.py``.
+"""Entry points: ``src/train.py`` / ``spikeforge-train`` and ``src/eval.py`` / ``spikeforge-eval``.
 
+This module imports only Hydra, OmegaConf and spikeforge's config code: ``--help``, ``--cfg job``,
+``make repro-list`` and config errors answer without loading torch, Lightning or spikingjelly, which
+:mod:`spikeforge.run` imports when the task starts (after composition and validation).
+
+- :func:`config_dir` finds ``conf/``: in the checkout this package lives in (``src/spikeforge`` →
+  ``conf``), else ``$SPIKEFORGE_ROOT/conf``, else the copy shipped inside an installed wheel
+  (``spikeforge/conf``).
+- :func:`ensure_dependencies` re-runs ``python src/train.py ...`` with the checkout's ``.venv`` Python
+  when the Python that started it lacks the dependencies (the environment was not activated).
 - :func:`one_line_errors` makes Hydra's own errors (unknown group option, misspelt key, bad override
   syntax, missing value) one line on stderr with exit code 2, like every :class:`SpikeforgeError`
   (full traces with ``HYDRA_FULL_ERROR=1``).
-- :func:`main_or_child` runs the Hydra app, or — in a DDP rank process that Lightning started for a
+- :func:`train_entry` runs the Hydra app, or — in a DDP rank process that Lightning started for a
   job — trains the job's resolved config without re-parsing the command line
-  (see :mod:`spikeforge.distributed`).
+  (see :mod:`spikeforge.distributed`); :func:`eval_entry` runs the evaluation app.
 """
 
 from __future__ import annotations
@@ -14,9 +23,12 @@ import os
 import re
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from spikeforge.errors import SpikeforgeError
+
+PACKAGE_DIR = Path(__file__).resolve().parent
 
 _HYDRA_HINT = "Set the environment variable HYDRA_FULL_ERROR=1 for a complete stack trace."
 
@@ -83,12 +95,106 @@ def one_line_errors() -> None:
     hu.run_and_report = run_and_report
 
 
-def main_or_child(hydra_main: Callable[[], Any], fn: Callable[[Any], Any]) -> Any:
-    """``hydra_main()`` normally; in a Lightning-started DDP rank, ``fn(job config)`` directly."""
-    from spikeforge.distributed import child_config, is_spawned_child
-    from spikeforge.run import run_cli
+def checkout_root() -> Path | None:
+    """The repository this package runs from (``src/`` layout, editable install), if any."""
+    root = PACKAGE_DIR.parents[1]
+    return root if (root / "conf" / "train.yaml").is_file() and (root / "src" / "spikeforge").is_dir() else None
 
+
+def config_dir() -> Path:
+    """Hydra's config folder (see the module docstring for the search order)."""
+    root, env_root = checkout_root(), os.environ.get("SPIKEFORGE_ROOT")
+    candidates = [r / "conf" for r in (root, Path(env_root) if env_root else None) if r is not None]
+    candidates.append(PACKAGE_DIR / "conf")
+    for c in candidates:
+        if (c / "train.yaml").is_file():
+            return c.resolve()
+    print(f"error: no spikeforge configs found (looked in {', '.join(map(str, candidates))}); "
+          "set SPIKEFORGE_ROOT=<the spikeforge checkout>", file=sys.stderr)
+    sys.exit(2)
+
+
+def venv_python(root: Path) -> Path | None:
+    for exe in (root / ".venv" / "bin" / "python", root / ".venv" / "Scripts" / "python.exe"):
+        if exe.is_file():
+            return exe
+    return None
+
+
+def ensure_dependencies() -> None:
+    """``python src/train.py`` with a Python that lacks the dependencies (``.venv`` not activated):
+    re-run the same command with the checkout's ``.venv`` Python, or say how to install them."""
+    import importlib.util
+
+    if importlib.util.find_spec("hydra") is not None and importlib.util.find_spec("omegaconf") is not None:
+        return
+    root = checkout_root()
+    exe = venv_python(root) if root is not None else None
+    in_venv = exe is not None and Path(sys.prefix).resolve() == exe.parent.parent.resolve()
+    if exe is not None and not in_venv and not os.environ.get("SPIKEFORGE_REEXEC"):
+        os.environ["SPIKEFORGE_REEXEC"] = "1"
+        os.execv(str(exe), [str(exe), *sys.argv])
+    print(f"error: this Python ({sys.executable}) lacks spikeforge's dependencies (hydra-core, torch, ...) and the "
+          "checkout has no .venv; run `make install` (it creates .venv), then `source .venv/bin/activate`",
+          file=sys.stderr)
+    sys.exit(2)
+
+
+def _set_root() -> None:
+    """Outputs and data under the checkout (as ``python src/train.py`` does), else under the cwd."""
+    root = checkout_root()
+    if root is not None:
+        os.environ.setdefault("SPIKEFORGE_ROOT", str(root))
+
+
+def _hydra_app(task: Callable[[Any], Any], config_name: str) -> Callable[[], Any]:
+    import hydra
+
+    return hydra.main(version_base="1.3", config_path=str(config_dir()), config_name=config_name)(task)
+
+
+def _train_task(cfg: Any) -> float | None:
+    from spikeforge.run import run_cli, train
+
+    results = run_cli(train, cfg)
+    return (results or {}).get("best_val_acc1")  # objective for sweepers
+
+
+def _eval_task(cfg: Any) -> None:
+    from spikeforge.run import evaluate, run_cli
+
+    run_cli(evaluate, cfg)
+
+
+def train_entry() -> Any:
+    """``python src/train.py`` / ``spikeforge-train``: the Hydra app, or — in a DDP rank process that
+    Lightning started for a job — training of the job's resolved config without re-parsing the
+    command line (see :mod:`spikeforge.distributed`)."""
+    ensure_dependencies()
+    from spikeforge.distributed import child_config, is_spawned_child
+
+    _set_root()
     if is_spawned_child():
-        return run_cli(fn, child_config())
+        from spikeforge.run import run_cli, train
+
+        return run_cli(train, child_config())
     one_line_errors()
-    return hydra_main()
+    return _hydra_app(_train_task, "train")()
+
+
+OPEN_KEYS = ("data_overrides.",)  # eval.yaml groups whose keys are free (any data setting)
+
+
+def open_key_overrides(argv: list[str]) -> list[str]:
+    """``data_overrides.batch_size=256`` → ``+data_overrides.batch_size=256``: the keys of an open
+    group are new to the composed config, which Hydra accepts only with ``+``."""
+    return [f"+{a}" if a.startswith(OPEN_KEYS) and "=" in a else a for a in argv]
+
+
+def eval_entry() -> Any:
+    """``python src/eval.py`` / ``spikeforge-eval``."""
+    ensure_dependencies()
+    _set_root()
+    sys.argv[1:] = open_key_overrides(sys.argv[1:])
+    one_line_errors()
+    return _hydra_app(_eval_task, "eval")()

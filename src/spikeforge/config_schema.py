@@ -6,9 +6,10 @@ Three layers, checked in this order before anything is built or written:
    ``method.optimizer.*``, ``trainer.*``, ``reliability.*``); they are registered in Hydra's
    ``ConfigStore`` under ``schema/*`` so they can also be used as Hydra defaults. Each field carries
    its constraint (``_Rule``), so the message names the key, the bad value and the valid range.
-2. **Per-method schemas**: a method module registers a dataclass for its own keys with
-   :func:`register_method_schema` (``@register_method_schema("sltt_k")``); unknown keys of a method
-   that registered a schema are reported as misspellings with the closest valid name.
+2. **Per-method schemas**: a dataclass for a method's own keys, registered with
+   :func:`register_method_schema` (``@register_method_schema("sltt_k")``) from a module that imports
+   no torch (validation runs before torch is loaded); unknown keys of a method that registered a
+   schema are reported as misspellings with the closest valid name.
 3. **Generic method rules** by key name, so methods that have not registered a schema still get the
    common impossible values caught: ``K`` (1 ≤ K ≤ T), ``p`` and ``*_p`` (a probability in [0, 1]),
    ``D`` (≥ 0), ``width``/``alpha``/``surrogate_alpha``/``tau`` (> 0).
@@ -18,12 +19,14 @@ Three layers, checked in this order before anything is built or written:
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import difflib
-import importlib
+import importlib.machinery
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
@@ -247,17 +250,133 @@ def _walk_name_rules(prefix: str, node: Any) -> None:
                 _check_value(path, v, r)
 
 
-def _import_method_module(target: str | None) -> None:
-    """Import the method's module so its ``register_method_schema`` decorators have run."""
+def module_file(module: str) -> str | None:
+    """The source file of ``module`` (dotted name), found without executing it or its packages."""
+    path: list[str] | None = None
+    origin = None
+    parts = module.split(".")
+    for i in range(len(parts)):
+        name = ".".join(parts[: i + 1])
+        spec = importlib.machinery.PathFinder.find_spec(name, path)
+        if spec is None:
+            return None
+        origin, path = spec.origin, list(spec.submodule_search_locations or [])
+    return origin
+
+
+def _top_level_names(tree: ast.Module) -> set[str]:
+    names: set[str] = set()
+    for n in tree.body:
+        if isinstance(n, (ast.ClassDef, ast.FunctionDef)):
+            names.add(n.name)
+        elif isinstance(n, (ast.Import, ast.ImportFrom)):
+            names.update((a.asname or a.name).split(".")[0] for a in n.names)
+        elif isinstance(n, ast.Assign):
+            names.update(t.id for t in n.targets if isinstance(t, ast.Name))
+    return names
+
+
+def _parse(module: str) -> ast.Module | None:
+    file = module_file(module)
+    if file is None or not file.endswith(".py"):
+        return None
+    return ast.parse(Path(file).read_text(encoding="utf-8"))
+
+
+def _class_chain(module: str, name: str, seen: set[str] | None = None) -> list[ast.ClassDef | None]:
+    """``module.name`` and its base classes in method-resolution order, read from the source; a base
+    outside this package (``LightningModule``) ends its branch as ``None``."""
+    seen = set() if seen is None else seen
+    tree = _parse(module) if module.startswith("spikeforge") else None
+    if tree is None or f"{module}.{name}" in seen:
+        return [None]
+    seen.add(f"{module}.{name}")
+    cls = next((n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == name), None)
+    if cls is None:  # imported into this module: follow the import
+        src = next((n.module for n in tree.body if isinstance(n, ast.ImportFrom) and n.module
+                    and any((a.asname or a.name) == name for a in n.names)), None)
+        real = next((a.name for n in tree.body if isinstance(n, ast.ImportFrom) for a in n.names
+                     if (a.asname or a.name) == name), name)
+        return _class_chain(src, real, seen) if src else [None]
+    chain: list[ast.ClassDef | None] = [cls]
+    for base in cls.bases:
+        chain += _class_chain(module, base.id, seen) if isinstance(base, ast.Name) else [None]
+    return chain
+
+
+def method_keys_from_source(target: str) -> set[str] | None:
+    """Keyword arguments of ``target``'s ``__init__`` and, while an ``__init__`` passes ``**kwargs`` on,
+    of its base classes' (up to a class outside spikeforge, e.g. ``LightningModule``), read from the
+    source without importing it: validation runs before torch loads. None if the class does not exist."""
+    if "." not in target:
+        return None
+    module, name = target.rsplit(".", 1)
+    chain = _class_chain(module, name)
+    if not chain or chain[0] is None:
+        return None
+    keys: set[str] = set()
+    for cls in chain:
+        if cls is None:
+            break
+        init = next((n for n in cls.body if isinstance(n, ast.FunctionDef) and n.name == "__init__"), None)
+        if init is None:
+            continue
+        keys |= {a.arg for a in [*init.args.args, *init.args.kwonlyargs] if a.arg != "self"}
+        if init.args.kwarg is None:
+            break
+    return keys
+
+
+def _check_target(target: str | None) -> None:
+    """``method._target_`` names a class that exists. Checked on the source, not by importing it:
+    validation runs before torch is loaded (per-method schemas and checks are therefore registered from
+    modules that import no torch, e.g. this one; class signatures come from
+    :func:`method_keys_from_source`)."""
     if not target or "." not in target:
         return
-    module = target.rsplit(".", 1)[0]
-    try:
-        importlib.import_module(module)
-    except ImportError:
-        raise ConfigError(
-            f"method._target_ {target!r} cannot be imported; check the method config (conf/method/*.yaml)"
-        ) from None
+    module, cls = target.rsplit(".", 1)
+    tree = _parse(module)
+    if tree is None or cls not in _top_level_names(tree):
+        raise ConfigError(f"method._target_ {target!r} does not exist; check the method config (conf/method/*.yaml)")
+
+
+# registry-backed names a config chooses: (config key, module, registering call, what the registry calls it)
+_REGISTERED = (
+    ("method.neuron.kind", "spikeforge.neurons", "register_neuron", "neuron kind"),
+    ("method.norm.kind", "spikeforge.layers", "register_norm", "norm kind"),
+    ("method.loss.name", "spikeforge.losses", "LOSSES.register", "loss"),
+    ("model.name", "spikeforge.models", "register_model", "model"),
+)
+
+
+def _check_registered(c: dict[str, Any]) -> None:
+    """Neuron, norm, loss and model names exist (the same sentence as the registries' own, found before
+    torch loads: :func:`spikeforge.registry.declared_names` reads them from the source)."""
+    from spikeforge.registry import declared_names
+
+    for key, module, register, what in _REGISTERED:
+        node: Any = c
+        for part in key.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        if not isinstance(node, str):
+            continue
+        names = declared_names(module, register)
+        if names and node not in names:
+            raise ConfigError(f"unknown {what} {node!r}; choose one of: {', '.join(names)}")
+
+
+def check_accelerator(accelerator: str) -> None:
+    """A GPU accelerator needs a GPU on this machine. torch is imported only for GPU accelerators, so
+    CPU configs are still validated before it loads."""
+    if accelerator not in ("gpu", "cuda", "mps"):
+        return
+    import torch
+
+    cuda = torch.cuda.is_available()
+    mps = bool(getattr(torch.backends, "mps", None)) and torch.backends.mps.is_available()
+    if (accelerator == "cuda" and not cuda) or (accelerator == "mps" and not mps) or not (cuda or mps):
+        raise ConfigError(f"trainer.accelerator={accelerator} needs a GPU and torch sees none on this machine; "
+                          "use trainer=cpu, or trainer=ddp_cpu for several CPU processes")
 
 
 def validate(cfg: DictConfig) -> None:
@@ -289,6 +408,7 @@ def validate(cfg: DictConfig) -> None:
                 f"trainer.precision={prec!r} is not a Lightning precision; "
                 "choose one of 32-true, 16-mixed, bf16-mixed, bf16-true, 64-true"
             )
+        check_accelerator(str(tr.get("accelerator", "cpu")))
         dev = tr.get("devices")
         if not (
             dev in ("auto", -1)
@@ -313,10 +433,11 @@ def validate(cfg: DictConfig) -> None:
             f"resume must be 'auto' or unset (got {resume!r}); to resume a run use "
             "resume=auto run_dir=<run dir> or ckpt_path=<file>"
         )
+    _check_registered(c)
     method = c.get("method")
     if isinstance(method, dict):
         name = method.get("name")
-        _import_method_module(method.get("_target_"))
+        _check_target(method.get("_target_"))
         if isinstance(method.get("optimizer"), dict):
             _check_dataclass("method.optimizer", method["optimizer"], OptimizerSchema, strict=False)
         T = c.get("T")

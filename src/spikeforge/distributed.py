@@ -32,19 +32,31 @@ from __future__ import annotations
 
 import hashlib
 import os
-from typing import Any
+import sys
+from typing import TYPE_CHECKING, Any
 
-import torch
-import torch.distributed as dist
 from omegaconf import DictConfig, OmegaConf
 
 from spikeforge.errors import ConfigError, SpikeforgeError
 
+if TYPE_CHECKING:
+    import torch
+
+# torch is imported lazily: the entry points and the config checks use this module before the task
+# starts, and a process group cannot exist before torch.distributed has been imported.
+
 CONFIG_ENV = "SPIKEFORGE_DDP_CONFIG"
 
 
+def _initialized_dist() -> Any:
+    """``torch.distributed`` when a process group is up, else None (never imports torch)."""
+    dist = sys.modules.get("torch.distributed")
+    return dist if dist is not None and dist.is_available() and dist.is_initialized() else None
+
+
 def global_rank() -> int:
-    if dist.is_available() and dist.is_initialized():
+    dist = _initialized_dist()
+    if dist is not None:
         return dist.get_rank()
     return int(os.environ.get("RANK", os.environ.get("SLURM_PROCID", 0)) or 0)
 
@@ -56,6 +68,8 @@ def _derive(seed: int, *parts: Any) -> int:
 
 def shared_generator(seed: int, stream: str, device: str | torch.device = "cpu") -> torch.Generator:
     """A generator with the same state on every rank, independent of other ``stream`` names."""
+    import torch
+
     g = torch.Generator(device=device)
     g.manual_seed(_derive(seed, stream))
     return g
@@ -65,6 +79,8 @@ def rank_generator(
     seed: int, stream: str, device: str | torch.device = "cpu", rank: int | None = None
 ) -> torch.Generator:
     """A generator with a different state on each rank (``rank`` defaults to this process's)."""
+    import torch
+
     g = torch.Generator(device=device)
     g.manual_seed(_derive(seed, stream, "rank", global_rank() if rank is None else rank))
     return g
@@ -176,7 +192,8 @@ def collective_timeout_in(e: BaseException | None) -> CollectiveTimeout | None:
 
 def teardown_process_group() -> None:
     """End the job's process group so the next job of a sweep starts a fresh one."""
-    if dist.is_available() and dist.is_initialized():
+    dist = _initialized_dist()
+    if dist is not None:
         dist.destroy_process_group()
 
 

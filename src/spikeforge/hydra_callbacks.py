@@ -56,7 +56,10 @@ def writable_or_raise(path: Path) -> None:
 
 class RunGuard(Callback):
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
-        if config.get("task_name") != "train" or os.environ.get("LOCAL_RANK", "0") not in ("", "0"):
+        if os.environ.get("LOCAL_RANK", "0") not in ("", "0"):
+            return
+        if config.get("task_name") != "train":
+            self._exit_on_error(self._check_eval, config)
             return
         from spikeforge.distributed import global_rank
 
@@ -64,19 +67,28 @@ class RunGuard(Callback):
             with read_write(config), open_dict(config):
                 config.hydra.output_subdir = None
             return
+        self._exit_on_error(self._check, config)
+
+    @staticmethod
+    def _exit_on_error(check: Any, config: DictConfig) -> None:
         try:
-            self._check(config)
+            check(config)
         except SpikeforgeError as e:
             if os.environ.get("HYDRA_FULL_ERROR") == "1":
                 raise
             print(f"error: {e}", file=sys.stderr)
             sys.exit(e.exit_code)
 
+    @staticmethod
+    def _check_eval(config: DictConfig) -> None:
+        from spikeforge.config_schema import check_accelerator
+
+        check_accelerator(str(OmegaConf.select(config, "trainer.accelerator", default="cpu")))
+
     def _check(self, config: DictConfig) -> None:
         from spikeforge.config_schema import validate
         from spikeforge.distributed import check_external_launch, check_launcher
         from spikeforge.errors import ConfigError
-        from spikeforge.run import build_module, check_state_matches, resume_checkpoint
 
         task = OmegaConf.masked_copy(config, [k for k in config if k != "hydra"])
         with read_write(task), open_dict(task):
@@ -93,7 +105,9 @@ class RunGuard(Callback):
         if holds_run(run_dir) and not resuming:
             raise ConfigError(f"{run_dir} already holds a run; continue it with resume=auto run_dir={run_dir}, "
                               "or leave run_dir/hydra.run.dir unset to start a new run directory")
-        if resuming:
+        if resuming:  # reading the checkpoint needs torch: only here
+            from spikeforge.run import build_module, check_state_matches, resume_checkpoint
+
             ckpt = resume_checkpoint(task, run_dir)  # raises if missing/unreadable/for another config
             if ckpt is not None:
                 check_state_matches(build_module(task), ckpt)

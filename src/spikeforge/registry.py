@@ -3,14 +3,21 @@
 Builders are plain callables registered under a name. ``build`` forwards only the keyword
 arguments a builder accepts, so factories can pass optional hints (``num_features``, ``alpha``)
 that only some kinds use.
+
+:func:`declared_names` reads the registered names from the source (``@register_x("name")`` or
+``register_x("name")(cls)``) without importing it, so a config can be validated before torch loads;
+tests check that it agrees with the registries.
 """
 
 from __future__ import annotations
 
+import ast
 import importlib
+import importlib.machinery
 import inspect
 import pkgutil
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from spikeforge.errors import ConfigError
@@ -72,3 +79,33 @@ def _accepted_kwargs(fn: Callable[..., Any]) -> set[str] | None:
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in sig.parameters.values()):
         return None
     return set(sig.parameters)
+
+
+def _source_files(module: str) -> list[Path]:
+    """``module``'s file; for a package, its ``__init__`` and the sub-modules a registry discovers."""
+    path: list[str] | None = None
+    spec = None
+    parts = module.split(".")
+    for i in range(len(parts)):
+        spec = importlib.machinery.PathFinder.find_spec(".".join(parts[: i + 1]), path)
+        if spec is None or spec.origin is None:
+            return []
+        path = list(spec.submodule_search_locations or [])
+    assert spec is not None and spec.origin is not None
+    files = [Path(spec.origin)]
+    for folder in path or []:
+        files += sorted(p for p in Path(folder).glob("*.py") if not p.name.startswith("_"))
+    return files
+
+
+def declared_names(module: str, register: str) -> list[str]:
+    """Names registered in ``module`` (and, for a package, its sub-modules) by calls of ``register``
+    (``"register_neuron"``, ``"LOSSES.register"``) with a string literal, read from the source."""
+    names: set[str] = set()
+    for file in _source_files(module):
+        for node in ast.walk(ast.parse(file.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Call) and ast.unparse(node.func) == register and node.args:
+                arg = node.args[0]
+                if isinstance(arg, ast.Constant) and isinstance(arg.value, str):
+                    names.add(arg.value)
+    return sorted(names)

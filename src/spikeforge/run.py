@@ -37,6 +37,7 @@ from spikeforge.callbacks.reliability import (
 )
 from spikeforge.callbacks.resume import RNGStateCallback, make_resumable
 from spikeforge.config_schema import validate
+from spikeforge.console import quiet_console
 from spikeforge.errors import CheckpointError, ConfigError, SpikeforgeError
 from spikeforge.plugins import AtomicCheckpointIO, TimeSyncBatchNorm
 from spikeforge.protocol import apply_protocol, protocol_results
@@ -220,6 +221,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     Every rank of a DDP job calls this with the same config (see :mod:`spikeforge.distributed`).
     A run continues from a checkpoint with ``ckpt_path=`` / ``resume=auto`` (:func:`resume_checkpoint`);
     a signal (SIGTERM/SIGUSR1) ends it with a checkpoint and :class:`TrainingInterrupted`."""
+    quiet_console()
     saved_env = distributed.snapshot_launch_env()
     saved_threads = torch.get_num_threads()
     try:
@@ -347,6 +349,7 @@ def load_checkpoint(path: str | Path, mmap: bool = False) -> dict[str, Any]:
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Re-create data and model from the checkpoint's own config and report test metrics."""
+    quiet_console()
     ckpt = load_checkpoint(cfg.ckpt_path)
     run_cfg = OmegaConf.create(ckpt["spikeforge_config"])
     with open_dict(run_cfg):
