@@ -1,4 +1,8 @@
-"""Export a checkpoint: ``python src/export.py ckpt_path=<run>/checkpoints/last.ckpt format=nir|torchscript|onnx``."""
+"""Export a checkpoint: ``python src/export.py ckpt_path=<run>/checkpoints/last.ckpt format=nir|torchscript|onnx``.
+
+Like ``src/train.py``, only the config code is imported here; torch, Lightning and the exporters load
+inside the task (:func:`spikeforge.export.export`).
+"""
 
 import os
 import sys
@@ -8,20 +12,7 @@ ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("SPIKEFORGE_ROOT", str(ROOT))
 sys.path.insert(0, str(ROOT / "src"))
 
-import hydra  # noqa: E402
-from omegaconf import DictConfig  # noqa: E402
-
-from spikeforge.cli import one_line_errors  # noqa: E402
-
-
-@hydra.main(version_base="1.3", config_path="../conf", config_name="export")
-def main(cfg: DictConfig) -> None:
-    from spikeforge.export import export  # heavy imports after composition
-    from spikeforge.run import run_cli
-
-    run_cli(export, cfg)
-
+from spikeforge.cli import export_entry  # noqa: E402
 
 if __name__ == "__main__":
-    one_line_errors()
-    main()
+    export_entry()

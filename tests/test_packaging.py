@@ -96,5 +96,6 @@ def test_license_urls_and_console_scripts() -> None:
     assert text.startswith("MIT License") and "Copyright (c) 2026 spikeforge contributors" in text
     assert {"Homepage", "Repository", "Issues"} <= set(PROJECT["urls"])
     assert PROJECT["scripts"] == {"spikeforge-train": "spikeforge.cli:train_entry",
-                                  "spikeforge-eval": "spikeforge.cli:eval_entry"}
+                                  "spikeforge-eval": "spikeforge.cli:eval_entry",
+                                  "spikeforge-export": "spikeforge.cli:export_entry"}
     assert {"wandb", "slurm", "optuna", "export", "dev"} <= set(PROJECT["optional-dependencies"])

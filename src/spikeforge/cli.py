@@ -166,6 +166,13 @@ def _eval_task(cfg: Any) -> None:
     run_cli(evaluate, cfg)
 
 
+def _export_task(cfg: Any) -> None:
+    from spikeforge.export import export
+    from spikeforge.run import run_cli
+
+    run_cli(export, cfg)
+
+
 def train_entry() -> Any:
     """``python src/train.py`` / ``spikeforge-train``: the Hydra app, or — in a DDP rank process that
     Lightning started for a job — training of the job's resolved config without re-parsing the
@@ -198,3 +205,11 @@ def eval_entry() -> Any:
     sys.argv[1:] = open_key_overrides(sys.argv[1:])
     one_line_errors()
     return _hydra_app(_eval_task, "eval")()
+
+
+def export_entry() -> Any:
+    """``python src/export.py`` / ``spikeforge-export``."""
+    ensure_dependencies()
+    _set_root()
+    one_line_errors()
+    return _hydra_app(_export_task, "export")()
