@@ -7,6 +7,8 @@
 - a run directory that already holds a run is only reused when resuming it (``resume=auto`` or
   ``ckpt_path=last``/a checkpoint inside it); otherwise the run stops with one sentence, so a new run
   never overwrites another run's directory;
+- resuming a run that already finished (``results.json``) prints one line and exits 0 before anything
+  is written (a requeued job);
 - when resuming, the checkpoint is checked to be readable, and Hydra's config files of this attempt go
   to ``.hydra/resume-<time>/`` instead of overwriting the original ``.hydra/*.yaml``.
 """
@@ -76,7 +78,7 @@ class RunGuard(Callback):
         from spikeforge.config_schema import validate
         from spikeforge.distributed import check_external_launch, check_launcher
         from spikeforge.errors import ConfigError
-        from spikeforge.run import build_module, check_state_matches, resume_checkpoint
+        from spikeforge.run import build_module, check_state_matches, finished_run_notice, resume_checkpoint
 
         task = OmegaConf.masked_copy(config, [k for k in config if k != "hydra"])
         with read_write(task), open_dict(task):
@@ -88,6 +90,10 @@ class RunGuard(Callback):
         check_external_launch(task, from_clock)
 
         run_dir = Path(str(config.hydra.run.dir))
+        notice = finished_run_notice(task, run_dir)
+        if notice is not None:  # a requeued job of a finished run: say so, touch nothing, exit 0
+            print(notice)
+            sys.exit(0)
         writable_or_raise(run_dir)
         resuming = is_resuming(task, run_dir)
         if holds_run(run_dir) and not resuming:

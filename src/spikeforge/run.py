@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import platform
@@ -32,7 +33,7 @@ from spikeforge.callbacks.reliability import (
     TrainingInterrupted,
     last_checkpoint_path,
 )
-from spikeforge.callbacks.resume import RNGStateCallback, make_resumable
+from spikeforge.callbacks.resume import EpochAccumulatorState, RNGStateCallback, make_resumable
 from spikeforge.config_schema import validate
 from spikeforge.errors import CheckpointError, ConfigError, SpikeforgeError
 from spikeforge.plugins import AtomicCheckpointIO, TimeSyncBatchNorm
@@ -101,7 +102,7 @@ def reliability_callbacks(cfg: DictConfig, out_dir: Path) -> list[L.Callback]:
     """Exact-resume, mid-epoch checkpoint, preemption and non-finite-loss callbacks (``reliability.*``)."""
     rel = cfg.get("reliability") or {}
     ckpt_dir = out_dir / "checkpoints"
-    cbs: list[L.Callback] = [RNGStateCallback()]
+    cbs: list[L.Callback] = [RNGStateCallback(), EpochAccumulatorState()]
     cbs.append(LastCheckpoint(ckpt_dir, int(rel.get("checkpoint_every_n_steps", 0) or 0)))
     if rel.get("handle_signals", True):
         cbs.append(PreemptionHandler(ckpt_dir, requeue=bool(rel.get("requeue", True))))
@@ -140,6 +141,18 @@ def resume_checkpoint(cfg: DictConfig, run_dir: str | Path) -> str | None:
         raise CheckpointError(f"{path} holds weights only, not a training state; resume from a checkpoint "
                               "written during training (checkpoints/last.ckpt)")
     return str(path)
+
+
+def finished_run_notice(cfg: DictConfig, run_dir: str | Path) -> str | None:
+    """The one line to print when resuming a run that already finished (its ``results.json`` exists),
+    e.g. a requeued job: there is nothing left to do and no file is touched. None otherwise."""
+    ckpt = cfg.get("ckpt_path")
+    resuming = cfg.get("resume") == "auto" or ckpt == "last" or (
+        ckpt is not None and Path(str(ckpt)).resolve().is_relative_to(Path(run_dir).resolve()))
+    if not resuming or not (Path(run_dir) / "results.json").is_file():
+        return None
+    return (f"{run_dir} already finished (results.json); nothing to do. To train it longer, start a new run "
+            f"from its weights: ckpt_path={last_checkpoint_path(run_dir)} trainer.max_epochs=<more>")
 
 
 def check_state_matches(module: L.LightningModule, ckpt_path: str) -> None:
@@ -219,6 +232,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 def _train(cfg: DictConfig) -> dict[str, Any]:
     start = time.perf_counter()
     validate(cfg)
+    notice = finished_run_notice(cfg, cfg.paths.output_dir)
+    if notice is not None:
+        log.info(notice)
+        return json.loads((Path(cfg.paths.output_dir) / "results.json").read_text())
     out_dir = _output_dir(cfg)
     ckpt_path = resume_checkpoint(cfg, out_dir)
     if ckpt_path is None and not distributed.is_spawned_child() and distributed.global_rank() == 0 and (
@@ -246,8 +263,11 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
     val_metrics = {k: _scalar(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
     if not val_metrics and ckpt_path is not None and not trainer.fast_dev_run:
         # resumed from a checkpoint taken after the last epoch: nothing left to fit, so validate the
-        # final weights to report the same metrics as the uninterrupted run
+        # final weights to report the same metrics as the uninterrupted run (not logged: the
+        # uninterrupted run logged this validation already, before its final checkpoint)
+        loggers, trainer.loggers = trainer.loggers, []
         trainer.validate(module, datamodule=datamodule, verbose=False, weights_only=False)
+        trainer.loggers = loggers
         val_metrics = {k: _scalar(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
 
     ckpt_cb = next((c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)), None)

@@ -1,0 +1,128 @@
+"""Kill-and-resume as a user meets it: SIGKILL in the middle of an epoch, ``resume=auto run_dir=...``,
+again, and once more on the finished run. The logs (metrics.csv, TensorBoard) hold every logged step
+once and equal an uninterrupted run's; the final weights equal it for every method; a finished run
+is left untouched.
+
+Runs are tiny digits runs with the default callbacks (progress bar on) and loggers, each in a forked
+child of the test process (``infra_utils.train_forked``: a real process that a SIGKILL ends, without
+the cost of importing everything again)."""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from infra_utils import TINY, final_state, method_names, results, train_forked, tree_digest
+
+from spikeforge.loggers import read_metrics_csv
+
+# 2 epochs of 5 batches; last.ckpt every 3 steps (3, 6, 9) and at epoch ends (5, 10); every step logged;
+# dropout, so that the restored RNG state matters. Default callbacks and loggers (TINY's quiet
+# progress bar / model summary / csv-only logger are put back).
+QUIET = {"logger=csv", "callbacks.progress_bar=null", "callbacks.model_summary=null"}
+RUN = [*(a for a in TINY if a not in QUIET), "++trainer.limit_train_batches=5", "++trainer.limit_val_batches=2",
+       "++trainer.limit_test_batches=2", "reliability.checkpoint_every_n_steps=3", "++trainer.log_every_n_steps=1",
+       "model.dropout=0.3"]
+KILL = ["+callbacks.kill._target_=infra_utils.KillAt"]
+
+
+def train(args: list[str], run: Path, *extra: str) -> tuple[int, str]:
+    return train_forked([*args, f"run_dir={run}", *extra], timeout=300)
+
+
+def killed_at(args: list[str], run: Path, step: int, resume: bool) -> None:
+    """A run (or a resume) SIGKILLed inside optimiser step ``step + 1``."""
+    rc, out = train(args, run, *KILL, f"+callbacks.kill.step={step}", *(["resume=auto"] if resume else []))
+    assert rc == -signal.SIGKILL, out[-3000:]
+    assert not (run / "results.json").exists()
+
+
+def tensorboard_scalars(run: Path) -> dict[str, list[tuple[int, float]]]:
+    """Scalars as TensorBoard shows them (its event reader, restarts/purges applied)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(run / "tensorboard"), size_guidance={"scalars": 0})
+    acc.Reload()
+    return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
+
+
+def assert_same_logs(ref: Path, run: Path) -> None:
+    ref_header, ref_rows = read_metrics_csv(ref / "csv" / "metrics.csv")
+    header, rows = read_metrics_csv(run / "csv" / "metrics.csv")
+    assert header == ref_header
+    assert rows == ref_rows, "metrics.csv differs from the uninterrupted run's"
+    steps = [int(r["step"]) for r in rows if r["train/loss_step"]]
+    assert steps == list(range(10)), steps  # every training step once
+    ref_tb, tb = tensorboard_scalars(ref), tensorboard_scalars(run)
+    for tag, points in tb.items():  # Lightning adds `epoch` to every log call: several per step
+        if tag != "epoch":
+            assert len({s for s, _ in points}) == len(points), f"TensorBoard {tag} has a step twice: {points}"
+    assert tb == ref_tb
+
+
+def assert_same_run(ref: Path, run: Path) -> None:
+    a, b = final_state(ref), final_state(run)
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), f"{k} differs after resume"
+    ra, rb = results(ref), results(run)
+    for key in ("val", "test", "best_val_acc1", "global_steps", "epochs"):
+        assert ra[key] == rb[key], (key, ra[key], rb[key])
+
+
+def checkpoint_files_exist(run: Path) -> None:
+    """One last.ckpt, and every file its best-checkpoint state names exists."""
+    ckpts = sorted(p.name for p in (run / "checkpoints").iterdir())
+    assert ckpts == ["best-epoch000.ckpt", "last.ckpt"] or ckpts == ["best-epoch001.ckpt", "last.ckpt"], ckpts
+    state: dict[str, Any] = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    mc = next(v for k, v in state["callbacks"].items() if k.startswith("ModelCheckpoint"))
+    named = {mc["best_model_path"], mc["kth_best_model_path"], *mc["best_k_models"]} - {""}
+    assert named and all(Path(p).is_file() for p in named), named
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    run = tmp_path_factory.mktemp("resume") / "uninterrupted"
+    rc, out = train(RUN, run)
+    assert rc == 0, out[-3000:]
+    return run
+
+
+def test_kills_and_resumes_keep_every_logged_step_once(reference: Path, tmp_path: Path) -> None:
+    run = tmp_path / "killed"
+    killed_at(RUN, run, 4, resume=False)  # last.ckpt: step 3, mid-epoch 0
+    killed_at(RUN, run, 5, resume=True)  # resumed at step 3; last.ckpt: step 5, the end of epoch 0
+    killed_at(RUN, run, 7, resume=True)  # resumed at the epoch end; last.ckpt: step 6, mid-epoch 1
+    rc, out = train(RUN, run, "resume=auto")
+    assert rc == 0, out[-3000:]
+    assert_same_run(reference, run)
+    assert_same_logs(reference, run)
+    checkpoint_files_exist(run)
+    checkpoint_files_exist(reference)
+
+    # a requeued job of the finished run: one line, exit 0, not one file changed
+    before = tree_digest(run)
+    rc, out = train(RUN, run, "resume=auto")
+    assert rc == 0, out[-3000:]
+    lines = out.strip().splitlines()
+    assert len(lines) == 1 and "already finished" in lines[0], out[-3000:]
+    assert tree_digest(run) == before
+
+
+# every method, scaled down: killed mid-epoch, resumed, the same final weights and logs
+@pytest.mark.parametrize("method", method_names())
+def test_sigkill_mid_epoch_resume_every_method(method: str, reference: Path, tmp_path: Path) -> None:
+    args = [*RUN, f"method={method}"]
+    ref = reference if method == "bptt" else tmp_path / "ref"  # bptt is the default method
+    if ref != reference:
+        rc, out = train(args, ref)
+        assert rc == 0, out[-3000:]
+    run = tmp_path / "killed"
+    killed_at(args, run, 7, resume=False)  # last.ckpt: step 6, mid-epoch 1
+    rc, out = train(args, run, "resume=auto")
+    assert rc == 0, out[-3000:]
+    assert_same_run(ref, run)
+    assert read_metrics_csv(run / "csv" / "metrics.csv") == read_metrics_csv(ref / "csv" / "metrics.csv")
