@@ -102,6 +102,9 @@ def test_kills_and_resumes_keep_every_logged_step_once(reference: Path, tmp_path
     assert_same_logs(reference, run)
     checkpoint_files_exist(run)
     checkpoint_files_exist(reference)
+    log = (run / "train.log").read_text()  # every attempt's log, appended
+    assert log.count(f"run directory {run}") == 4 and log.count("; resuming from") == 3
+
 
     # a requeued job of the finished run: one line, exit 0, not one file changed
     before = tree_digest(run)
@@ -126,3 +129,43 @@ def test_sigkill_mid_epoch_resume_every_method(method: str, reference: Path, tmp
     assert rc == 0, out[-3000:]
     assert_same_run(ref, run)
     assert read_metrics_csv(run / "csv" / "metrics.csv") == read_metrics_csv(ref / "csv" / "metrics.csv")
+
+
+# ---- logs of a run, signals, sweeps ----------------------------------------------------------------
+
+SMALL = [*RUN, "trainer.max_epochs=1", "++trainer.limit_train_batches=3"]
+
+
+def test_train_log_holds_the_run_and_a_failed_runs_error(tmp_path: Path) -> None:
+    run = tmp_path / "nan"
+    rc, out = train(SMALL, run, "+callbacks.poison._target_=infra_utils.PoisonAt", "+callbacks.poison.step=1")
+    assert rc == 3, out[-3000:]
+    log = (run / "train.log").read_text()
+    assert f"run directory {run}" in log and "GPU available" in log  # spikeforge's and Lightning's lines
+    last = log.strip().splitlines()[-1]  # the one-line error closes the log
+    assert "[ERROR] - error: training loss became nan at global step 1 (epoch 0, batch 1);" in last, last
+    assert last.endswith("or set reliability.nonfinite_loss=skip to skip such batches"), last
+
+
+def test_sigusr2_checkpoints_and_stops(tmp_path: Path) -> None:
+    """Hydra's submitit launcher (hydra/launcher=slurm) signals SIGUSR2 before the time limit."""
+    run = tmp_path / "usr2"
+    rc, out = train(SMALL, run, "+callbacks.sig._target_=infra_utils.SignalAt", "+callbacks.sig.step=1",
+                    f"+callbacks.sig.signum={int(signal.SIGUSR2)}")
+    assert rc == 0 and "stopped by SIGUSR2 after step 2" in out, out[-3000:]
+    assert torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["global_step"] == 2
+    assert "stopped by SIGUSR2" in (run / "train.log").read_text()
+
+
+def test_sweep_runs_every_job_and_lists_the_failures(tmp_path: Path) -> None:
+    sweep = tmp_path / "sweep"
+    rc, out = train_forked(["-m", *SMALL, "trainer.max_epochs=1", "method.optimizer.lr=-1,0.005,0",
+                            f"hydra.sweep.dir={sweep}"], timeout=300)
+    assert rc == 1, out[-3000:]
+    assert (sweep / "1" / "results.json").is_file()  # the job after a failed one ran
+    listing = out[out.index("error: 2 sweep job(s) failed:"):].splitlines()
+    assert listing[1].startswith("  job 0 (") and listing[1].endswith(
+        "method.optimizer.lr=-1): method.optimizer.lr must be a number > 0 (got -1); "
+        "set method.optimizer.lr=<a number > 0>"), listing
+    assert listing[2].startswith("  job 2 (") and "(got 0)" in listing[2], listing
+    assert "error: method.optimizer.lr must be a number > 0 (got -1)" in (sweep / "0" / "train.log").read_text()

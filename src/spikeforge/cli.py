@@ -2,7 +2,8 @@
 
 - :func:`one_line_errors` makes Hydra's own errors (unknown group option, misspelt key, bad override
   syntax, missing value) one line on stderr with exit code 2, like every :class:`SpikeforgeError`
-  (full traces with ``HYDRA_FULL_ERROR=1``).
+  (full traces with ``HYDRA_FULL_ERROR=1``); after a ``-m`` sweep with failed jobs it lists them
+  (job, overrides, one-line error) and exits with 1.
 - :func:`main_or_child` runs the Hydra app, or — in a DDP rank process that Lightning started for a
   job — trains the job's resolved config without re-parsing the command line
   (see :mod:`spikeforge.distributed`).
@@ -10,6 +11,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import sys
@@ -56,12 +58,26 @@ def summarize_hydra_error(ex: BaseException) -> str:
     return " ".join(lines)[:400] or type(ex).__name__
 
 
+def record_in_run_log(message: str, exc: BaseException | None = None, level: int = logging.ERROR) -> None:
+    """Write a run's closing message (its error) to the run's ``train.log`` — the file handlers of
+    Hydra's job logging — without repeating it on the console: the line at ``level``, the traceback at
+    DEBUG (recorded with ``hydra.verbose=spikeforge``). Nothing happens outside a Hydra job."""
+    logger = logging.getLogger("spikeforge")
+    files = [h for h in logging.getLogger().handlers if isinstance(h, logging.FileHandler)]
+    records = [logger.makeRecord(logger.name, level, __file__, 0, message, (), None)]
+    if exc is not None and logger.isEnabledFor(logging.DEBUG):
+        records.append(logger.makeRecord(logger.name, logging.DEBUG, __file__, 0, "traceback of the error above:",
+                                         (), (type(exc), exc, exc.__traceback__)))
+    for handler in files:
+        for record in records:
+            handler.handle(record)
+
+
 def _report(ex: BaseException) -> None:
-    if isinstance(ex, SpikeforgeError):
-        print(f"error: {ex}", file=sys.stderr)
-        sys.exit(ex.exit_code)
-    print(f"error: {summarize_hydra_error(ex)}", file=sys.stderr)
-    sys.exit(2)
+    line = f"error: {ex}" if isinstance(ex, SpikeforgeError) else f"error: {summarize_hydra_error(ex)}"
+    record_in_run_log(line, ex)
+    print(line, file=sys.stderr)
+    sys.exit(ex.exit_code if isinstance(ex, SpikeforgeError) else 2)
 
 
 def one_line_errors() -> None:
@@ -77,6 +93,13 @@ def one_line_errors() -> None:
         except Exception as ex:
             if os.environ.get("HYDRA_FULL_ERROR") == "1":
                 raise
+            from spikeforge.hydra_callbacks import sweep_failures
+
+            failed = sweep_failures()
+            if failed:  # a sweep: every job ran; list the failures
+                print(f"error: {len(failed)} sweep job(s) failed:", *(f"  {f}" for f in failed), sep="\n",
+                      file=sys.stderr)
+                sys.exit(1)
             _report(ex)
 
     run_and_report._spikeforge = True  # type: ignore[attr-defined]

@@ -220,7 +220,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
     Every rank of a DDP job calls this with the same config (see :mod:`spikeforge.distributed`).
     A run continues from a checkpoint with ``ckpt_path=`` / ``resume=auto`` (:func:`resume_checkpoint`);
-    a signal (SIGTERM/SIGUSR1) ends it with a checkpoint and :class:`TrainingInterrupted`."""
+    a signal (SIGTERM/SIGUSR1/SIGUSR2) ends it with a checkpoint and :class:`TrainingInterrupted`."""
     saved_env = distributed.snapshot_launch_env()
     try:
         return _train(cfg)
@@ -246,6 +246,9 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
     if ckpt_path is not None:  # methods see the checkpoint they resume from (e.g. to skip initialisations)
         with open_dict(cfg):
             cfg.ckpt_path = ckpt_path
+    log.info("run directory %s: method=%s model=%s data=%s T=%s seed=%s%s", out_dir, cfg.method.get("name"),
+             cfg.model.get("name"), cfg.data.get("name"), cfg.get("T"), cfg.seed,
+             f"; resuming from {ckpt_path}" if ckpt_path else "")
     L.seed_everything(cfg.seed, workers=True)
     _prepare_wandb(cfg)
 
@@ -321,6 +324,8 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
     }
     if trainer.is_global_zero:
         atomic_write_json(out_dir / "results.json", results)
+        log.info("finished: best val/acc1 %s, test %s; %s", results["best_val_acc1"], test_metrics,
+                 out_dir / "results.json")
         print_summary(results)
     _finish_wandb()
     return results
@@ -391,27 +396,46 @@ def print_summary(results: dict[str, Any]) -> None:
 
 
 def run_cli(fn: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
-    """Run ``fn(cfg)``; a :class:`SpikeforgeError` becomes one line on stderr and a non-zero exit
-    (the full trace with ``HYDRA_FULL_ERROR=1``)."""
+    """Run ``fn(cfg)``; a :class:`SpikeforgeError` becomes one line on stderr (and in ``train.log``) and a
+    non-zero exit (the full trace with ``HYDRA_FULL_ERROR=1``). In a ``-m`` sweep a failed job prints its
+    line and hands the error to Hydra, so that the other jobs still run (see ``hydra_callbacks``)."""
     from lightning.fabric.utilities.exceptions import MisconfigurationException
 
+    from spikeforge.cli import record_in_run_log
+    from spikeforge.hydra_callbacks import one_line
+
+    logging.captureWarnings(True)  # Python warnings (Lightning's among them) reach train.log too
     try:
         return fn(cfg)
     except TrainingInterrupted as e:  # a clean stop with a checkpoint, not an error
+        record_in_run_log(str(e), level=logging.WARNING)
         print(str(e), file=sys.stderr)
         sys.exit(e.exit_code)
-    except MisconfigurationException as e:  # Lightning's verdict on trainer settings
+    except Exception as e:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
-        first = (str(e).strip().splitlines() or ["invalid trainer settings"])[0]
-        print(f"error: {first} (see conf/trainer/*.yaml)", file=sys.stderr)
-        sys.exit(2)
-    except Exception as e:
-        user_error = user_error_in(e)
-        if user_error is None or os.environ.get("HYDRA_FULL_ERROR") == "1":
-            raise
-        print(f"error: {user_error}", file=sys.stderr)
-        sys.exit(user_error.exit_code)
+        sweep = _in_sweep()
+        if isinstance(e, MisconfigurationException):  # Lightning's verdict on trainer settings
+            first = (str(e).strip().splitlines() or ["invalid trainer settings"])[0]
+            line, code = f"error: {first} (see conf/trainer/*.yaml)", 2
+        else:
+            user_error = user_error_in(e)
+            if user_error is None and not sweep:
+                raise  # not a user error: Hydra's reporter (spikeforge.cli) prints and records it
+            line = f"error: {user_error if user_error is not None else one_line(e)}"
+            code = user_error.exit_code if user_error is not None else 1
+        record_in_run_log(line, e)
+        print(line, file=sys.stderr)
+        if sweep:
+            raise  # Hydra records the failed job and runs the next one
+        sys.exit(code)
+
+
+def _in_sweep() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
 def user_error_in(e: BaseException | None) -> SpikeforgeError | None:
