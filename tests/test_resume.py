@@ -169,3 +169,12 @@ def test_sweep_runs_every_job_and_lists_the_failures(tmp_path: Path) -> None:
         "set method.optimizer.lr=<a number > 0>"), listing
     assert listing[2].startswith("  job 2 (") and "(got 0)" in listing[2], listing
     assert "error: method.optimizer.lr must be a number > 0 (got -1)" in (sweep / "0" / "train.log").read_text()
+
+
+def test_lightning_version_in_supported_range() -> None:
+    """The exact-resume code reads Lightning loop internals; it was checked on this version range."""
+    from spikeforge.callbacks.resume import lightning_supported, lightning_version_notice
+
+    assert lightning_version_notice() is None, lightning_version_notice()
+    assert not lightning_supported("2.7.0") and not lightning_supported("2.5.9") and lightning_supported("2.6.6")
+    assert "outside 2.6.0 <= version < 2.7.0" in str(lightning_version_notice("3.0.0"))

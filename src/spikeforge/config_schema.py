@@ -6,9 +6,11 @@ Three layers, checked in this order before anything is built or written:
    ``method.optimizer.*``, ``trainer.*``, ``reliability.*``); they are registered in Hydra's
    ``ConfigStore`` under ``schema/*`` so they can also be used as Hydra defaults. Each field carries
    its constraint (``_Rule``), so the message names the key, the bad value and the valid range.
-2. **Per-method schemas**: a method module registers a dataclass for its own keys with
-   :func:`register_method_schema` (``@register_method_schema("sltt_k")``); unknown keys of a method
-   that registered a schema are reported as misspellings with the closest valid name.
+2. **Method keys**: the keys under ``method.`` are the keyword arguments of the ``_target_`` class's
+   ``__init__`` (its own and, through ``**kwargs``, its base classes'), read from the signatures
+   (:func:`method_keys`), so a new method needs no list; any other key (``+method.k=2``) is refused with
+   the closest valid name. A method module may also register a dataclass with constraints for its
+   keys (:func:`register_method_schema`).
 3. **Generic method rules** by key name, so methods that have not registered a schema still get the
    common impossible values caught: ``K`` (1 ≤ K ≤ T), ``p`` and ``*_p`` (a probability in [0, 1]),
    ``D`` (≥ 0), ``width``/``alpha``/``surrogate_alpha``/``tau`` (> 0).
@@ -21,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import importlib
+import inspect
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -247,6 +250,62 @@ def _walk_name_rules(prefix: str, node: Any) -> None:
                 _check_value(path, v, r)
 
 
+# given by the run from the model and data configs (spikeforge.run.build_module), not by method.*
+_RUN_SUPPLIED = {"model": "model.*", "num_classes": "data.num_classes", "in_channels": "data.channels"}
+
+
+def method_keys(cls: type) -> set[str]:
+    """Keyword arguments ``cls(...)`` accepts: its ``__init__``'s and, while an ``__init__`` passes
+    ``**kwargs`` on, those of its base classes (up to ``LightningModule``)."""
+    import lightning as L
+
+    keys: set[str] = set()
+    for klass in cls.__mro__:
+        if klass is L.LightningModule or klass is object:
+            break
+        if "__init__" not in vars(klass):
+            continue
+        params = inspect.signature(vars(klass)["__init__"]).parameters.values()
+        keys |= {p.name for p in params if p.name != "self" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+        if not any(p.kind == p.VAR_KEYWORD for p in params):
+            break
+    return keys
+
+
+def closest(key: str, names: list[str]) -> str | None:
+    """The valid name a misspelt ``key`` most likely meant (case-insensitive)."""
+    lower = {n.lower(): n for n in names}
+    if key.lower() in lower:
+        return lower[key.lower()]
+    match = difflib.get_close_matches(key.lower(), list(lower), n=1)
+    return lower[match[0]] if match else None
+
+
+def method_class(target: str | None) -> type | None:
+    if not target or "." not in target:
+        return None
+    module, name = target.rsplit(".", 1)
+    cls = getattr(importlib.import_module(module), name, None)
+    return cls if isinstance(cls, type) else None
+
+
+def check_method_keys(method: dict[str, Any]) -> None:
+    """Every key under ``method.`` is an argument of its ``_target_`` class (see module docstring)."""
+    cls = method_class(method.get("_target_"))
+    if cls is None:
+        return
+    valid = (method_keys(cls) | {"_target_", "name"}) - set(_RUN_SUPPLIED)
+    for key in method:
+        if key in _RUN_SUPPLIED:
+            raise ConfigError(f"method.{key} is set by the run from {_RUN_SUPPLIED[key]}; remove method.{key} "
+                              f"and set {_RUN_SUPPLIED[key]} instead")
+        if key not in valid:
+            near = closest(str(key), sorted(valid - {"_target_"}))
+            tip = (f"did you mean method.{near}?" if near
+                   else f"valid keys: {', '.join(sorted(valid - {'_target_'}))}")
+            raise ConfigError(f"unknown key method.{key} for {cls.__name__} ({method.get('_target_')}); {tip}")
+
+
 def _import_method_module(target: str | None) -> None:
     """Import the method's module so its ``register_method_schema`` decorators have run."""
     if not target or "." not in target:
@@ -313,6 +372,7 @@ def validate(cfg: DictConfig) -> None:
     if isinstance(method, dict):
         name = method.get("name")
         _import_method_module(method.get("_target_"))
+        check_method_keys(method)
         if isinstance(method.get("optimizer"), dict):
             _check_dataclass("method.optimizer", method["optimizer"], OptimizerSchema, strict=False)
         T = c.get("T")

@@ -139,10 +139,6 @@ class RunGuard(Callback):
         check_external_launch(task, from_clock)
 
         run_dir = Path(str(config.hydra.run.dir))
-        notice = finished_run_notice(task, run_dir)
-        if notice is not None:  # a requeued job of a finished run: say so, touch nothing, exit 0
-            print(notice)
-            sys.exit(0)
         writable_or_raise(run_dir)
         resuming = is_resuming(task, run_dir)
         if holds_run(run_dir) and not resuming:
@@ -152,6 +148,10 @@ class RunGuard(Callback):
             ckpt = resume_checkpoint(task, run_dir)  # raises if missing/unreadable/for another config
             if ckpt is not None:
                 check_state_matches(build_module(task), ckpt)
+            notice = finished_run_notice(task, run_dir)
+            if notice is not None:  # a requeued job of a finished run: say so, touch nothing, exit 0
+                print(notice)
+                sys.exit(0)
             if holds_run(run_dir):
                 stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S-%f")
                 with read_write(config), open_dict(config):

@@ -232,12 +232,12 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 def _train(cfg: DictConfig) -> dict[str, Any]:
     start = time.perf_counter()
     validate(cfg)
+    ckpt_path = resume_checkpoint(cfg, cfg.paths.output_dir)
     notice = finished_run_notice(cfg, cfg.paths.output_dir)
-    if notice is not None:
+    if notice is not None:  # e.g. a requeued sweep job: nothing to do
         log.info(notice)
         return json.loads((Path(cfg.paths.output_dir) / "results.json").read_text())
     out_dir = _output_dir(cfg)
-    ckpt_path = resume_checkpoint(cfg, out_dir)
     if ckpt_path is None and not distributed.is_spawned_child() and distributed.global_rank() == 0 and (
         (out_dir / "results.json").exists() or last_checkpoint_path(out_dir).exists()
     ):
@@ -401,14 +401,15 @@ def run_cli(fn: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
     line and hands the error to Hydra, so that the other jobs still run (see ``hydra_callbacks``)."""
     from lightning.fabric.utilities.exceptions import MisconfigurationException
 
-    from spikeforge.cli import record_in_run_log
+    from spikeforge.cli import record_in_run_log, summarize_hydra_error
     from spikeforge.hydra_callbacks import one_line
 
+    run_dir = str(OmegaConf.select(cfg, "paths.output_dir", default="", throw_on_resolution_failure=False) or ".")
     logging.captureWarnings(True)  # Python warnings (Lightning's among them) reach train.log too
     try:
         return fn(cfg)
     except TrainingInterrupted as e:  # a clean stop with a checkpoint, not an error
-        record_in_run_log(str(e), level=logging.WARNING)
+        record_in_run_log(run_dir, str(e), level=logging.WARNING)
         print(str(e), file=sys.stderr)
         sys.exit(e.exit_code)
     except Exception as e:
@@ -420,11 +421,12 @@ def run_cli(fn: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
             line, code = f"error: {first} (see conf/trainer/*.yaml)", 2
         else:
             user_error = user_error_in(e)
-            if user_error is None and not sweep:
-                raise  # not a user error: Hydra's reporter (spikeforge.cli) prints and records it
+            if user_error is None and not sweep:  # not a user error: Hydra's reporter (spikeforge.cli)
+                record_in_run_log(run_dir, f"error: {summarize_hydra_error(e)}", e)  # prints the line
+                raise
             line = f"error: {user_error if user_error is not None else one_line(e)}"
             code = user_error.exit_code if user_error is not None else 1
-        record_in_run_log(line, e)
+        record_in_run_log(run_dir, line, e)
         print(line, file=sys.stderr)
         if sweep:
             raise  # Hydra records the failed job and runs the next one

@@ -16,6 +16,13 @@ saved. Two pieces close the gap:
   before the first training batch after a resume, i.e. at the same point of the RNG stream where the
   interrupted run saved them (the end of the previous training batch).
 
+Lightning internals. The restart position (``fit_loop.epoch_loop.batch_progress``), the training loader
+and fetcher (``fit_loop._combined_loader``, ``fit_loop._data_fetcher``) and the epoch accumulators
+(``fit_loop.epoch_loop._results``) are not public API, so the Lightning versions this was checked
+against are pinned (:data:`SUPPORTED_LIGHTNING`, ``pyproject.toml``); ``tests/test_resume.py`` fails
+with a clear message on any other version, and a run warns once. (Lightning's stateful-dataloader
+support would replace the sampler part, but not the RNG states or the accumulators.)
+
 Together: a CPU run with a fixed seed, killed at any point and resumed from its last checkpoint,
 reproduces the uninterrupted run exactly as long as loading a batch draws no random numbers (true for
 ``digits`` and any dataset without random augmentation; with random augmentation the resumed epoch sees
@@ -24,6 +31,7 @@ the same samples in the same order, with other random crops/flips).
 
 from __future__ import annotations
 
+import logging
 import math
 import random
 from collections.abc import Iterator
@@ -33,7 +41,28 @@ import lightning as L
 import numpy as np
 import torch
 import torch.distributed as dist
+from packaging.version import Version
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, SequentialSampler
+
+log = logging.getLogger("spikeforge")
+
+# Lightning versions whose loop internals this module was checked against: [first, end)
+SUPPORTED_LIGHTNING = ("2.6.0", "2.7.0")
+
+
+def lightning_supported(version: str = L.__version__) -> bool:
+    lo, hi = SUPPORTED_LIGHTNING
+    return Version(lo) <= Version(version) < Version(hi)
+
+
+def lightning_version_notice(version: str = L.__version__) -> str | None:
+    """None inside :data:`SUPPORTED_LIGHTNING`, else what to do about it."""
+    if lightning_supported(version):
+        return None
+    lo, hi = SUPPORTED_LIGHTNING
+    return (f"lightning {version} is outside {lo} <= version < {hi}, the range the exact-resume code "
+            "(spikeforge/callbacks/resume.py) reads loop internals of; install the pinned version "
+            "(pip install -r requirements.txt) or re-check that module and widen SUPPORTED_LIGHTNING")
 
 # ---- sampler ------------------------------------------------------------------------------------
 
@@ -173,6 +202,9 @@ class RNGStateCallback(L.Callback):
 
     def __init__(self) -> None:
         self._pending: dict[str, Any] | None = None
+        notice = lightning_version_notice()
+        if notice:
+            log.warning("resume may not be exact: %s", notice)
 
     @property
     def state_key(self) -> str:
