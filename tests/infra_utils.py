@@ -92,6 +92,65 @@ def cli_in_process(args: list[str]) -> tuple[int, str]:
     return code, err.getvalue()
 
 
+def train_forked(args: list[str], timeout: float = 300) -> tuple[int, str]:
+    """Run ``src/train.py args`` (Hydra app and all) in a forked child of this process; (exit code, the
+    child's output). The child starts with everything imported, so a run costs its training only; it
+    is a separate process, so a SIGKILL (:class:`KillAt`) ends it as it ends a real run (the code is
+    then ``-SIGKILL``). On timeout the child is killed and the output's tail is raised."""
+    import tempfile
+    import time
+    import traceback
+
+    with tempfile.NamedTemporaryFile("w+", suffix=".log", delete=False) as f:
+        out = Path(f.name)
+    pid = os.fork()
+    if pid == 0:  # child: never returns into pytest
+        code = 1
+        try:
+            fd = os.open(out, os.O_WRONLY | os.O_TRUNC)
+            os.dup2(fd, 1)
+            os.dup2(fd, 2)
+            sys.stdout = open(1, "w", buffering=1, closefd=False)  # noqa: SIM115
+            sys.stderr = open(2, "w", buffering=1, closefd=False)  # noqa: SIM115
+            os.environ.pop("HYDRA_FULL_ERROR", None)
+            torch.set_num_threads(1)  # as the subprocess runs (OMP_NUM_THREADS=1): same arithmetic
+            code = _run_app(args)
+        except BaseException:
+            traceback.print_exc()
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
+    deadline = time.monotonic() + timeout
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            raise AssertionError(f"train.py {' '.join(args)} timed out after {timeout} s:\n"
+                                 + out.read_text()[-3000:])
+        time.sleep(0.05)
+    text = out.read_text()
+    out.unlink()
+    return os.waitstatus_to_exitcode(status), text
+
+
+def _run_app(args: list[str]) -> int:
+    import runpy
+
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()
+    sys.argv = [str(ROOT / "src" / "train.py"), *args]
+    try:
+        runpy.run_path(str(ROOT / "src" / "train.py"), run_name="__main__")
+    except SystemExit as e:
+        return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    return 0
+
+
 # ---- test-only callbacks (imported by launched processes) ---------------------------------------
 
 

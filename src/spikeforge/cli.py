@@ -11,7 +11,8 @@ This module imports only Hydra, OmegaConf and spikeforge's config code: ``--help
   when the Python that started it lacks the dependencies (the environment was not activated).
 - :func:`one_line_errors` makes Hydra's own errors (unknown group option, misspelt key, bad override
   syntax, missing value) one line on stderr with exit code 2, like every :class:`SpikeforgeError`
-  (full traces with ``HYDRA_FULL_ERROR=1``).
+  (full traces with ``HYDRA_FULL_ERROR=1``); after a ``-m`` sweep with failed jobs it lists them
+  (job, overrides, one-line error) and exits with 1.
 - :func:`train_entry` runs the Hydra app, or — in a DDP rank process that Lightning started for a
   job — trains the job's resolved config without re-parsing the command line
   (see :mod:`spikeforge.distributed`); :func:`eval_entry` runs the evaluation app.
@@ -19,6 +20,7 @@ This module imports only Hydra, OmegaConf and spikeforge's config code: ``--help
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import sys
@@ -42,6 +44,10 @@ def summarize_hydra_error(ex: BaseException) -> str:
         options = ", ".join(o.strip() for o in avail.split("\n") if o.strip())
         return f"unknown {group} option {option!r}; choose one of: {options}"
     m = re.search(r"Could not override '([^']+)'\.\s*To append to your config use \+(\S+)", text)
+    if m and m.group(1).startswith("method."):
+        hint = method_key_hint(m.group(1))
+        if hint:
+            return hint
     if m:
         key = m.group(1)
         return (
@@ -68,12 +74,61 @@ def summarize_hydra_error(ex: BaseException) -> str:
     return " ".join(lines)[:400] or type(ex).__name__
 
 
+def record_in_run_log(run_dir: str | os.PathLike[str], message: str, exc: BaseException | None = None,
+                      level: int = logging.ERROR) -> None:
+    """Write a run's closing message (its error) to ``<run_dir>/train.log`` — through the file handler
+    of Hydra's job logging — without repeating it on the console: the line at ``level``, the traceback
+    at DEBUG (recorded with ``hydra.verbose=spikeforge``). Nothing happens outside a Hydra job."""
+    from pathlib import Path
+
+    logger = logging.getLogger("spikeforge")
+    here = Path(run_dir).resolve()
+    files = [h for h in logging.getLogger().handlers
+             if isinstance(h, logging.FileHandler) and Path(h.baseFilename).resolve().parent == here]
+    records = [logger.makeRecord(logger.name, level, __file__, 0, message, (), None)]
+    if exc is not None and logger.isEnabledFor(logging.DEBUG):
+        records.append(logger.makeRecord(logger.name, logging.DEBUG, __file__, 0, "traceback of the error above:",
+                                         (), (type(exc), exc, exc.__traceback__)))
+    for handler in files:
+        for record in records:
+            handler.handle(record)
+
+
+def method_key_hint(key: str) -> str | None:
+    """For a ``method.<k>=...`` override that names no key: the same sentence as for ``+method.<k>``
+    (the closest valid name, from the method class's signature), found by composing the command line
+    without that override. None when that is not possible (the generic message is used then)."""
+    from pathlib import Path
+
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from spikeforge.config_schema import check_method_keys
+    from spikeforge.errors import ConfigError
+
+    root = os.environ.get("SPIKEFORGE_ROOT")
+    if not root or Path(sys.argv[0]).name != "train.py":
+        return None
+    args = [a for a in sys.argv[1:] if not a.startswith("-") and not a.lstrip("+~").startswith(f"{key}=")]
+    try:  # an error path that ends the process: Hydra's global state is not needed any more
+        GlobalHydra.instance().clear()
+        with initialize_config_dir(config_dir=str(Path(root) / "conf"), version_base="1.3"):
+            method = compose(config_name="train", overrides=args).method
+        check_method_keys({**{k: None for k in method}, "_target_": method.get("_target_"),
+                           key.split(".")[1]: None})
+    except ConfigError as e:
+        return str(e)
+    except Exception:
+        return None
+    finally:
+        GlobalHydra.instance().clear()
+    return None
+
+
 def _report(ex: BaseException) -> None:
-    if isinstance(ex, SpikeforgeError):
-        print(f"error: {ex}", file=sys.stderr)
-        sys.exit(ex.exit_code)
-    print(f"error: {summarize_hydra_error(ex)}", file=sys.stderr)
-    sys.exit(2)
+    line = f"error: {ex}" if isinstance(ex, SpikeforgeError) else f"error: {summarize_hydra_error(ex)}"
+    print(line, file=sys.stderr)
+    sys.exit(ex.exit_code if isinstance(ex, SpikeforgeError) else 2)
 
 
 def one_line_errors() -> None:
@@ -89,6 +144,13 @@ def one_line_errors() -> None:
         except Exception as ex:
             if os.environ.get("HYDRA_FULL_ERROR") == "1":
                 raise
+            from spikeforge.hydra_callbacks import sweep_failures
+
+            failed = sweep_failures()
+            if failed:  # a sweep: every job ran; list the failures
+                print(f"error: {len(failed)} sweep job(s) failed:", *(f"  {f}" for f in failed), sep="\n",
+                      file=sys.stderr)
+                sys.exit(1)
             _report(ex)
 
     run_and_report._spikeforge = True  # type: ignore[attr-defined]

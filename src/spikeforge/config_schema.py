@@ -6,10 +6,12 @@ Three layers, checked in this order before anything is built or written:
    ``method.optimizer.*``, ``trainer.*``, ``reliability.*``); they are registered in Hydra's
    ``ConfigStore`` under ``schema/*`` so they can also be used as Hydra defaults. Each field carries
    its constraint (``_Rule``), so the message names the key, the bad value and the valid range.
-2. **Per-method schemas**: a dataclass for a method's own keys, registered with
-   :func:`register_method_schema` (``@register_method_schema("sltt_k")``) from a module that imports
-   no torch (validation runs before torch is loaded); unknown keys of a method that registered a
-   schema are reported as misspellings with the closest valid name.
+2. **Method keys**: the keys under ``method.`` are the keyword arguments of the ``_target_`` class's
+   ``__init__`` (its own and, through ``**kwargs``, its base classes'), read from the source without
+   importing it (:func:`method_keys_from_source`; validation runs before torch is loaded), so a new
+   method needs no list; any other key (``+method.k=2``) is refused with the closest valid name. A
+   method module that imports no torch may also register a dataclass with constraints for its keys
+   (:func:`register_method_schema`).
 3. **Generic method rules** by key name, so methods that have not registered a schema still get the
    common impossible values caught: ``K`` (1 ≤ K ≤ T), ``p`` and ``*_p`` (a probability in [0, 1]),
    ``D`` (≥ 0), ``width``/``alpha``/``surrogate_alpha``/``tau`` (> 0).
@@ -22,7 +24,9 @@ from __future__ import annotations
 import ast
 import dataclasses
 import difflib
+import importlib
 import importlib.machinery
+import inspect
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -327,6 +331,69 @@ def method_keys_from_source(target: str) -> set[str] | None:
     return keys
 
 
+# given by the run from the model and data configs (spikeforge.run.build_module), not by method.*
+_RUN_SUPPLIED = {"model": "model.*", "num_classes": "data.num_classes", "in_channels": "data.channels"}
+
+
+def method_keys(cls: type) -> set[str]:
+    """Keyword arguments ``cls(...)`` accepts: its ``__init__``'s and, while an ``__init__`` passes
+    ``**kwargs`` on, those of its base classes (up to ``LightningModule``). For an imported class (a
+    method defined outside spikeforge); :func:`method_keys_from_source` reads spikeforge's own."""
+    import lightning as L
+
+    keys: set[str] = set()
+    for klass in cls.__mro__:
+        if klass is L.LightningModule or klass is object:
+            break
+        if "__init__" not in vars(klass):
+            continue
+        params = inspect.signature(vars(klass)["__init__"]).parameters.values()
+        keys |= {p.name for p in params if p.name != "self" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+        if not any(p.kind == p.VAR_KEYWORD for p in params):
+            break
+    return keys
+
+
+def closest(key: str, names: list[str]) -> str | None:
+    """The valid name a misspelt ``key`` most likely meant (case-insensitive)."""
+    lower = {n.lower(): n for n in names}
+    if key.lower() in lower:
+        return lower[key.lower()]
+    match = difflib.get_close_matches(key.lower(), list(lower), n=1)
+    return lower[match[0]] if match else None
+
+
+def method_class(target: str | None) -> type | None:
+    if not target or "." not in target:
+        return None
+    module, name = target.rsplit(".", 1)
+    cls = getattr(importlib.import_module(module), name, None)
+    return cls if isinstance(cls, type) else None
+
+
+def check_method_keys(method: dict[str, Any]) -> None:
+    """Every key under ``method.`` is an argument of its ``_target_`` class (see module docstring): read
+    from the source for spikeforge's own classes (no torch import), else from the imported class."""
+    target = method.get("_target_")
+    keys = method_keys_from_source(target) if isinstance(target, str) else None
+    if keys is None:
+        cls = method_class(target)
+        if cls is None:
+            return
+        keys = method_keys(cls)
+    cls_name = str(target).rsplit(".", 1)[-1]
+    valid = (keys | {"_target_", "name"}) - set(_RUN_SUPPLIED)
+    for key in method:
+        if key in _RUN_SUPPLIED:
+            raise ConfigError(f"method.{key} is set by the run from {_RUN_SUPPLIED[key]}; remove method.{key} "
+                              f"and set {_RUN_SUPPLIED[key]} instead")
+        if key not in valid:
+            near = closest(str(key), sorted(valid - {"_target_"}))
+            tip = (f"did you mean method.{near}?" if near
+                   else f"valid keys: {', '.join(sorted(valid - {'_target_'}))}")
+            raise ConfigError(f"unknown key method.{key} for {cls_name} ({target}); {tip}")
+
+
 def _check_target(target: str | None) -> None:
     """``method._target_`` names a class that exists. Checked on the source, not by importing it:
     validation runs before torch is loaded (per-method schemas and checks are therefore registered from
@@ -438,6 +505,7 @@ def validate(cfg: DictConfig) -> None:
     if isinstance(method, dict):
         name = method.get("name")
         _check_target(method.get("_target_"))
+        check_method_keys(method)
         if isinstance(method.get("optimizer"), dict):
             _check_dataclass("method.optimizer", method["optimizer"], OptimizerSchema, strict=False)
         T = c.get("T")

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import importlib.metadata
+import json
 import logging
 import os
 import platform
@@ -35,7 +36,7 @@ from spikeforge.callbacks.reliability import (
     TrainingInterrupted,
     last_checkpoint_path,
 )
-from spikeforge.callbacks.resume import RNGStateCallback, make_resumable
+from spikeforge.callbacks.resume import EpochAccumulatorState, RNGStateCallback, make_resumable
 from spikeforge.config_schema import validate
 from spikeforge.console import quiet_console
 from spikeforge.errors import CheckpointError, ConfigError, SpikeforgeError
@@ -107,7 +108,7 @@ def reliability_callbacks(cfg: DictConfig, out_dir: Path) -> list[L.Callback]:
     """Exact-resume, mid-epoch checkpoint, preemption and non-finite-loss callbacks (``reliability.*``)."""
     rel = cfg.get("reliability") or {}
     ckpt_dir = out_dir / "checkpoints"
-    cbs: list[L.Callback] = [RNGStateCallback()]
+    cbs: list[L.Callback] = [RNGStateCallback(), EpochAccumulatorState()]
     cbs.append(LastCheckpoint(ckpt_dir, int(rel.get("checkpoint_every_n_steps", 0) or 0)))
     if rel.get("handle_signals", True):
         cbs.append(PreemptionHandler(ckpt_dir, requeue=bool(rel.get("requeue", True))))
@@ -146,6 +147,18 @@ def resume_checkpoint(cfg: DictConfig, run_dir: str | Path) -> str | None:
         raise CheckpointError(f"{path} holds weights only, not a training state; resume from a checkpoint "
                               "written during training (checkpoints/last.ckpt)")
     return str(path)
+
+
+def finished_run_notice(cfg: DictConfig, run_dir: str | Path) -> str | None:
+    """The one line to print when resuming a run that already finished (its ``results.json`` exists),
+    e.g. a requeued job: there is nothing left to do and no file is touched. None otherwise."""
+    ckpt = cfg.get("ckpt_path")
+    resuming = cfg.get("resume") == "auto" or ckpt == "last" or (
+        ckpt is not None and Path(str(ckpt)).resolve().is_relative_to(Path(run_dir).resolve()))
+    if not resuming or not (Path(run_dir) / "results.json").is_file():
+        return None
+    return (f"{run_dir} already finished (results.json); nothing to do. To train it longer, start a new run "
+            f"from its weights: ckpt_path={last_checkpoint_path(run_dir)} trainer.max_epochs=<more>")
 
 
 def check_state_matches(module: L.LightningModule, ckpt_path: str) -> None:
@@ -220,7 +233,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
     Every rank of a DDP job calls this with the same config (see :mod:`spikeforge.distributed`).
     A run continues from a checkpoint with ``ckpt_path=`` / ``resume=auto`` (:func:`resume_checkpoint`);
-    a signal (SIGTERM/SIGUSR1) ends it with a checkpoint and :class:`TrainingInterrupted`."""
+    a signal (SIGTERM/SIGUSR1/SIGUSR2) ends it with a checkpoint and :class:`TrainingInterrupted`."""
     quiet_console()
     saved_env = distributed.snapshot_launch_env()
     saved_threads = torch.get_num_threads()
@@ -239,8 +252,12 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
     validate(cfg)
     if cfg.get("threads"):  # results are repeatable for a fixed seed at a fixed thread count
         torch.set_num_threads(int(cfg.threads))
+    ckpt_path = resume_checkpoint(cfg, cfg.paths.output_dir)
+    notice = finished_run_notice(cfg, cfg.paths.output_dir)
+    if notice is not None:  # e.g. a requeued sweep job: nothing to do
+        log.info(notice)
+        return json.loads((Path(cfg.paths.output_dir) / "results.json").read_text())
     out_dir = _output_dir(cfg)
-    ckpt_path = resume_checkpoint(cfg, out_dir)
     if ckpt_path is None and not distributed.is_spawned_child() and distributed.global_rank() == 0 and (
         (out_dir / "results.json").exists() or last_checkpoint_path(out_dir).exists()
     ):
@@ -249,6 +266,9 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
     if ckpt_path is not None:  # methods see the checkpoint they resume from (e.g. to skip initialisations)
         with open_dict(cfg):
             cfg.ckpt_path = ckpt_path
+    log.info("run directory %s: method=%s model=%s data=%s T=%s seed=%s%s", out_dir, cfg.method.get("name"),
+             cfg.model.get("name"), cfg.data.get("name"), cfg.get("T"), cfg.seed,
+             f"; resuming from {ckpt_path}" if ckpt_path else "")
     L.seed_everything(cfg.seed, workers=True)
     _prepare_wandb(cfg)
 
@@ -268,8 +288,11 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
     val_metrics = {k: _scalar(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
     if not val_metrics and ckpt_path is not None and not trainer.fast_dev_run:
         # resumed from a checkpoint taken after the last epoch: nothing left to fit, so validate the
-        # final weights to report the same metrics as the uninterrupted run
+        # final weights to report the same metrics as the uninterrupted run (not logged: the
+        # uninterrupted run logged this validation already, before its final checkpoint)
+        loggers, trainer.loggers = trainer.loggers, []
         trainer.validate(module, datamodule=datamodule, verbose=False, weights_only=False)
+        trainer.loggers = loggers
         val_metrics = {k: _scalar(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
 
     ckpt_cb = next((c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)), None)
@@ -326,6 +349,8 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
     }
     if trainer.is_global_zero:
         atomic_write_json(out_dir / "results.json", results)
+        log.info("finished: best val/acc1 %s, test %s; %s", results["best_val_acc1"], test_metrics,
+                 out_dir / "results.json")
         print_summary(results)
     _finish_wandb()
     return results
@@ -398,27 +423,48 @@ def print_summary(results: dict[str, Any]) -> None:
 
 
 def run_cli(fn: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
-    """Run ``fn(cfg)``; a :class:`SpikeforgeError` becomes one line on stderr and a non-zero exit
-    (the full trace with ``HYDRA_FULL_ERROR=1``)."""
+    """Run ``fn(cfg)``; a :class:`SpikeforgeError` becomes one line on stderr (and in ``train.log``) and a
+    non-zero exit (the full trace with ``HYDRA_FULL_ERROR=1``). In a ``-m`` sweep a failed job prints its
+    line and hands the error to Hydra, so that the other jobs still run (see ``hydra_callbacks``)."""
     from lightning.fabric.utilities.exceptions import MisconfigurationException
 
+    from spikeforge.cli import record_in_run_log, summarize_hydra_error
+    from spikeforge.hydra_callbacks import one_line
+
+    run_dir = str(OmegaConf.select(cfg, "paths.output_dir", default="", throw_on_resolution_failure=False) or ".")
+    logging.captureWarnings(True)  # Python warnings (Lightning's among them) reach train.log too
     try:
         return fn(cfg)
     except TrainingInterrupted as e:  # a clean stop with a checkpoint, not an error
+        record_in_run_log(run_dir, str(e), level=logging.WARNING)
         print(str(e), file=sys.stderr)
         sys.exit(e.exit_code)
-    except MisconfigurationException as e:  # Lightning's verdict on trainer settings
+    except Exception as e:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
-        first = (str(e).strip().splitlines() or ["invalid trainer settings"])[0]
-        print(f"error: {first} (see conf/trainer/*.yaml)", file=sys.stderr)
-        sys.exit(2)
-    except Exception as e:
-        user_error = user_error_in(e) or distributed.collective_timeout_in(e)
-        if user_error is None or os.environ.get("HYDRA_FULL_ERROR") == "1":
-            raise
-        print(f"error: {user_error}", file=sys.stderr)
-        sys.exit(user_error.exit_code)
+        sweep = _in_sweep()
+        if isinstance(e, MisconfigurationException):  # Lightning's verdict on trainer settings
+            first = (str(e).strip().splitlines() or ["invalid trainer settings"])[0]
+            line, code = f"error: {first} (see conf/trainer/*.yaml)", 2
+        else:
+            user_error = user_error_in(e) or distributed.collective_timeout_in(e)
+            if user_error is None and not sweep:  # not a user error: Hydra's reporter (spikeforge.cli)
+                record_in_run_log(run_dir, f"error: {summarize_hydra_error(e)}", e)  # prints the line
+                raise
+            line = f"error: {user_error if user_error is not None else one_line(e)}"
+            code = user_error.exit_code if user_error is not None else 1
+        record_in_run_log(run_dir, line, e)
+        print(line, file=sys.stderr)
+        if sweep:
+            raise  # Hydra records the failed job and runs the next one
+        sys.exit(code)
+
+
+def _in_sweep() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
 def user_error_in(e: BaseException | None) -> SpikeforgeError | None:

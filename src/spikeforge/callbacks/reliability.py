@@ -2,7 +2,8 @@
 
 - :class:`LastCheckpoint` — writes ``checkpoints/last.ckpt`` at every epoch end and every N optimiser
   steps (mid-epoch), so a killed run loses at most N steps; with :mod:`spikeforge.callbacks.resume` the resume is exact.
-- :class:`PreemptionHandler` — on SIGTERM or SIGUSR1 (SLURM preemption / time limit) finishes the
+- :class:`PreemptionHandler` — on SIGTERM, SIGUSR1 or SIGUSR2 (SLURM preemption / time limit; sbatch
+  ``--signal`` sends SIGUSR1, Hydra's submitit launcher SIGUSR2) finishes the
   current training batch, writes ``last.ckpt`` on every rank's behalf, requeues the SLURM job when
   running under SLURM (``reliability.requeue``) and stops the run with :class:`TrainingInterrupted`.
   The signal only sets a flag: the checkpoint is always taken between two optimiser steps.
@@ -27,6 +28,7 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import Checkpoint
 
 from spikeforge.errors import SpikeforgeError
 
@@ -49,11 +51,15 @@ def last_checkpoint_path(run_dir: str | Path) -> Path:
     return Path(run_dir) / "checkpoints" / "last.ckpt"
 
 
-class LastCheckpoint(L.Callback):
-    """Owns ``checkpoints/last.ckpt``: written at the end of every training epoch (after validation, so
-    the best-checkpoint state is in it) and every ``every_n_steps`` optimiser steps (0: epoch ends only).
-    Lightning 2.6's ``ModelCheckpoint(save_last=True)`` refreshes ``last.ckpt`` only when it also saves a
-    new best, which would leave a stale ``last.ckpt`` for resume and eval."""
+class LastCheckpoint(Checkpoint):
+    """Owns ``checkpoints/last.ckpt``: written at the end of every training epoch and every
+    ``every_n_steps`` optimiser steps (0: epoch ends only). Lightning 2.6's
+    ``ModelCheckpoint(save_last=True)`` refreshes ``last.ckpt`` only when it also saves a new best, which
+    would leave a stale ``last.ckpt`` for resume and eval (so the configs leave ``save_last`` off).
+
+    A ``Checkpoint`` subclass, so Lightning runs its epoch-end hook after every other callback's and
+    the module's, and after ``ModelCheckpoint`` (configured first): the best-checkpoint state inside
+    ``last.ckpt`` names the best file that exists once the epoch is over, never one it has replaced."""
 
     def __init__(self, dirpath: str | Path, every_n_steps: int = 0) -> None:
         self.path = Path(dirpath) / "last.ckpt"
@@ -71,11 +77,14 @@ class LastCheckpoint(L.Callback):
             trainer.save_checkpoint(self.path)
 
 
+PREEMPTION_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
+
+
 class PreemptionHandler(L.Callback):
-    """See module docstring. ``signals`` default: SIGTERM and SIGUSR1."""
+    """See module docstring. ``signals`` default: :data:`PREEMPTION_SIGNALS`."""
 
     def __init__(self, dirpath: str | Path, requeue: bool = True,
-                 signals: tuple[int, ...] = (signal.SIGTERM, signal.SIGUSR1)) -> None:
+                 signals: tuple[int, ...] = PREEMPTION_SIGNALS) -> None:
         self.path = Path(dirpath) / "last.ckpt"
         self.requeue = requeue
         self.signals = signals

@@ -19,6 +19,13 @@ saved. Two pieces close the gap:
   rank arrives in the same order — the end of every training batch and of every training epoch — never
   while a checkpoint is written (see ``spikeforge.callbacks.collectives``).
 
+Lightning internals. The restart position (``fit_loop.epoch_loop.batch_progress``), the training loader
+and fetcher (``fit_loop._combined_loader``, ``fit_loop._data_fetcher``) and the epoch accumulators
+(``fit_loop.epoch_loop._results``) are not public API, so the Lightning versions this was checked
+against are pinned (:data:`SUPPORTED_LIGHTNING`, ``pyproject.toml``); ``tests/test_resume.py`` fails
+with a clear message on any other version, and a run warns once. (Lightning's stateful-dataloader
+support would replace the sampler part, but not the RNG states or the accumulators.)
+
 Together: a CPU run with a fixed seed, killed at any point and resumed from its last checkpoint,
 reproduces the uninterrupted run exactly as long as loading a batch draws no random numbers (true for
 ``digits`` and any dataset without random augmentation; with random augmentation the resumed epoch sees
@@ -27,6 +34,7 @@ the same samples in the same order, with other random crops/flips).
 
 from __future__ import annotations
 
+import logging
 import math
 import random
 from collections.abc import Iterator
@@ -36,7 +44,28 @@ import lightning as L
 import numpy as np
 import torch
 import torch.distributed as dist
+from packaging.version import Version
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, SequentialSampler
+
+log = logging.getLogger("spikeforge")
+
+# Lightning versions whose loop internals this module was checked against: [first, end)
+SUPPORTED_LIGHTNING = ("2.6.0", "2.7.0")
+
+
+def lightning_supported(version: str = L.__version__) -> bool:
+    lo, hi = SUPPORTED_LIGHTNING
+    return Version(lo) <= Version(version) < Version(hi)
+
+
+def lightning_version_notice(version: str = L.__version__) -> str | None:
+    """None inside :data:`SUPPORTED_LIGHTNING`, else what to do about it."""
+    if lightning_supported(version):
+        return None
+    lo, hi = SUPPORTED_LIGHTNING
+    return (f"lightning {version} is outside {lo} <= version < {hi}, the range the exact-resume code "
+            "(spikeforge/callbacks/resume.py) reads loop internals of; install the pinned version "
+            "(pip install -r requirements.txt) or re-check that module and widen SUPPORTED_LIGHTNING")
 
 # ---- sampler ------------------------------------------------------------------------------------
 
@@ -180,6 +209,9 @@ class RNGStateCallback(L.Callback):
         self._module: L.LightningModule | None = None
         self._per_rank: list[Any] | None = None  # every rank's states at the last gather (DDP)
         self._group: Any = None
+        notice = lightning_version_notice()
+        if notice:
+            log.warning("resume may not be exact: %s", notice)
 
     @property
     def state_key(self) -> str:
@@ -260,3 +292,108 @@ def _restart_iterator(trainer: L.Trainer) -> None:
 
 def _rank() -> int:
     return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+# ---- epoch accumulators ---------------------------------------------------------------------------
+
+
+def _result_collection(trainer: L.Trainer) -> Any:
+    """Lightning's accumulators of the values ``self.log``-ged in training steps (Lightning 2.6 keeps
+    them in the training epoch loop, outside its checkpoint state)."""
+    return getattr(trainer.fit_loop.epoch_loop, "_results", None)
+
+
+class EpochAccumulatorState(L.Callback):
+    """Keeps the epoch means of training metrics exact across a mid-epoch resume.
+
+    Epoch-level training logs (``train/loss_epoch``, ``train/acc1``) accumulate over the batches of an
+    epoch in torchmetrics states — the module's metrics and Lightning's logged-value accumulators —
+    none of which Lightning checkpoints. This callback stores them in every checkpoint and, when a run
+    resumes in the middle of an epoch, merges them back: the module's metrics before the first resumed
+    batch, Lightning's accumulators (created by that batch's first ``log``) right after it. On one
+    process only: under DDP each rank's accumulators differ, and gathering them would need a
+    collective inside checkpoint writing (rank zero), so a DDP resume's first epoch aggregates the
+    batches after the resume."""
+
+    def __init__(self) -> None:
+        self._pending: dict[str, Any] | None = None
+
+    @property
+    def state_key(self) -> str:
+        return "EpochAccumulatorState"
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule,
+                           checkpoint: dict[str, Any]) -> None:
+        if trainer.world_size != 1 or not trainer.training:
+            return
+        from torchmetrics import Metric
+
+        module = {name: {k: _detached(v) for k, v in m.metric_state.items()}
+                  for name, m in pl_module.named_modules() if isinstance(m, Metric) and m.update_count > 0}
+        logged = {key: {"value": _detached(rm.value),
+                        "cumulated_batch_size": _detached(getattr(rm, "cumulated_batch_size", None))}
+                  for key, rm in (_result_collection(trainer) or {}).items()
+                  if getattr(rm, "is_tensor", False) and rm.meta.on_epoch and rm.update_called}
+        checkpoint[self.state_key] = {"module": module, "logged": logged}
+
+    def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule,
+                           checkpoint: dict[str, Any]) -> None:
+        self._pending = checkpoint.get(self.state_key)
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        done = trainer.fit_loop.epoch_loop.batch_progress.current.processed
+        if not (0 < done < trainer.num_training_batches) or trainer.world_size != 1:
+            self._pending = None  # an epoch-end checkpoint: the next epoch starts from zero
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any,
+                             batch_idx: int) -> None:
+        if self._pending is None:
+            return
+        modules = dict(pl_module.named_modules())
+        for name, state in self._pending["module"].items():
+            metric = modules.get(name)
+            if metric is None:
+                continue
+            state = {k: _to(v, pl_module.device) for k, v in state.items()}
+            try:
+                metric.merge_state(state)
+            except RuntimeError:  # a metric that cannot merge: it has seen no batch yet, so set its state
+                for k, v in state.items():
+                    setattr(metric, k, v)
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        if self._pending is None:
+            return
+        results = _result_collection(trainer) or {}
+        for key, saved in self._pending["logged"].items():
+            rm = results.get(key)
+            if rm is None or not getattr(rm, "is_tensor", False):
+                continue
+            value = saved["value"].to(rm.value.device)
+            if rm.meta.is_max_reduction:
+                rm.value = torch.maximum(rm.value, value)
+            elif rm.meta.is_min_reduction:
+                rm.value = torch.minimum(rm.value, value)
+            else:  # mean (value is the batch-size-weighted sum) or sum
+                rm.value = rm.value + value
+                if saved["cumulated_batch_size"] is not None and rm.meta.is_mean_reduction:
+                    rm.cumulated_batch_size = rm.cumulated_batch_size + saved["cumulated_batch_size"].to(
+                        rm.cumulated_batch_size.device)
+        self._pending = None
+
+
+def _detached(v: Any) -> Any:
+    if isinstance(v, torch.Tensor):
+        return v.detach().cpu().clone()
+    if isinstance(v, list):
+        return [_detached(x) for x in v]
+    return v
+
+
+def _to(v: Any, device: torch.device) -> Any:
+    if isinstance(v, torch.Tensor):
+        return v.to(device)
+    if isinstance(v, list):
+        return [_to(x, device) for x in v]
+    return v
