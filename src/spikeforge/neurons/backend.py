@@ -1,0 +1,106 @@
+"""Which implementation a neuron's multi-step forward runs: ``neuron.backend=auto|reference|fused``.
+
+- ``reference``: the Python loop over T (eager PyTorch, one small kernel per operation and step).
+- ``fused``: the same pure multi-step function compiled by ``torch.compile`` (Inductor: Triton kernels on
+  CUDA, C++ on CPU), so the loop over T runs as a few fused kernels. The function is the reference's own
+  code, autograd included (custom ``autograd.Function`` surrogates keep their exact backward), so outputs
+  and gradients agree to rounding. spikingjelly's ``lif``/``if`` use spikingjelly's own fused kernels.
+- ``auto`` (default): ``fused`` on CUDA where it can run, else ``reference`` (CPU, tests).
+
+Inside an enclosing ``torch.compile`` (``model.compile=true``) the reference function is traced
+instead: the outer compilation fuses it with its neighbours.
+
+The membrane state of every neuron is kept in float32 (at least) under autocast; inputs may be half
+(:func:`state_dtype`).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import shutil
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from spikeforge.errors import ConfigError
+
+BACKENDS = ("auto", "reference", "fused")
+
+
+def check_backend(backend: str) -> str:
+    if backend not in BACKENDS:
+        raise ConfigError(f"unknown neuron.backend {backend!r}; choose one of: {', '.join(BACKENDS)}")
+    return backend
+
+
+def state_dtype(x: torch.Tensor) -> torch.dtype:
+    """The dtype of the membrane state for input ``x``: float32 at least (half inputs under autocast)."""
+    return torch.promote_types(x.dtype, torch.float32)
+
+
+@functools.cache
+def fused_unavailable_reason(device_type: str) -> str | None:
+    """Why ``torch.compile`` cannot fuse a neuron on ``device_type`` here, or None when it can."""
+    if not torch._dynamo.is_dynamo_supported():
+        return "torch.compile is not supported on this Python/platform"
+    if device_type == "cuda":
+        from torch.utils._triton import has_triton
+
+        return None if has_triton() else "Triton is not installed (pip install triton)"
+    if device_type == "cpu":
+        cxx = os.environ.get("CXX") or "g++"
+        return None if shutil.which(cxx) or shutil.which("c++") else "no C++ compiler (g++) for torch.compile on CPU"
+    return f"no fused implementation for device type {device_type!r}"
+
+
+def use_fused(backend: str, device: torch.device) -> bool:
+    """True when the compiled multi-step function should run for an input on ``device``."""
+    if backend == "reference" or torch.compiler.is_compiling():
+        return False
+    reason = fused_unavailable_reason(device.type)
+    if backend == "fused":
+        if reason is not None:
+            raise ConfigError(f"neuron.backend=fused cannot run on {device.type}: {reason}; "
+                              "use neuron.backend=auto (or reference)")
+        return True
+    return reason is None and device.type == "cuda"
+
+
+_COMPILED: dict[Callable[..., Any], Callable[..., Any]] = {}
+# torch.compile arguments of the fused path (tests may swap in backend="aot_eager" to skip code generation)
+COMPILE_OPTIONS: dict[str, Any] = {"dynamic": None, "fullgraph": True}
+
+
+def compiled(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``torch.compile(fn)``, created once per function; a second shape recompiles it with dynamic shapes,
+    which the other layers of the network then share."""
+    if fn not in _COMPILED:
+        _COMPILED[fn] = torch.compile(fn, **COMPILE_OPTIONS)
+    return _COMPILED[fn]
+
+
+def run_multi_step(backend: str, fn: Callable[..., Any], x_seq: torch.Tensor, *args: Any) -> Any:
+    """``fn(x_seq, *args)``, compiled when ``backend`` selects the fused path for ``x_seq``'s device."""
+    return (compiled(fn) if use_fused(backend, x_seq.device) else fn)(x_seq, *args)
+
+
+class Float32State:
+    """Mixin for spikingjelly ``BaseNode`` subclasses: the membrane state ``v`` materialises in float32
+    (at least) whatever the input dtype, in both step modes (spikingjelly uses the input's dtype)."""
+
+    def materialize_states(
+        self, inputs: tuple[Any, ...], states: tuple[Any, ...], step_mode: str
+    ) -> tuple[Any, ...]:
+        x = inputs[0][0] if step_mode == "m" else inputs[0]
+        dtype = state_dtype(x)
+        v = states[0]
+        if not isinstance(v, torch.Tensor):
+            v = torch.full_like(x, float(v), dtype=dtype)
+        elif v.shape != x.shape:
+            reset = getattr(self, "v_reset", None)
+            v = torch.full(x.shape, 0.0 if reset is None else reset, dtype=dtype, device=x.device)
+        elif v.dtype != dtype or v.device != x.device:
+            v = v.to(dtype=dtype, device=x.device)
+        return (v, *states[1:])
