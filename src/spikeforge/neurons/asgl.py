@@ -217,9 +217,11 @@ class ASGLLIF(base.MemoryModule):
     def multi_step_forward(self, x_seq: torch.Tensor) -> torch.Tensor:
         # the masks of all T steps drawn at once (a fresh one per step, as in single-step mode)
         mask = self.spike.draw_mask(x_seq) if self.training else None
+        slope = self.spike._slope(x_seq[0])
+        slope = slope if slope.dim() == 0 else slope.expand_as(x_seq[0])  # element-wise (see run_multi_step)
         out, self.v = run_multi_step(
-            self.backend, asgl_multi_step, x_seq, self._state(x_seq[0]), self.decay_logit,
-            self.spike._slope(x_seq[0]), mask, self.v_threshold, self.spike.surrogate, self.training,
+            self.backend, asgl_multi_step, x_seq, self._state(x_seq[0]), self.decay_logit, slope, mask,
+            self.v_threshold, self.spike.surrogate, self.training,
         )
         return out
 

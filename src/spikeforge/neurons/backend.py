@@ -70,20 +70,43 @@ def use_fused(backend: str, device: torch.device) -> bool:
 
 _COMPILED: dict[Callable[..., Any], Callable[..., Any]] = {}
 # torch.compile arguments of the fused path (tests may swap in backend="aot_eager" to skip code generation)
-COMPILE_OPTIONS: dict[str, Any] = {"dynamic": None, "fullgraph": True}
+COMPILE_OPTIONS: dict[str, Any] = {"fullgraph": True}
 
 
 def compiled(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """``torch.compile(fn)``, created once per function; a second shape recompiles it with dynamic shapes,
-    which the other layers of the network then share."""
+    """``torch.compile(fn)``, created once per function (shared by every layer)."""
     if fn not in _COMPILED:
         _COMPILED[fn] = torch.compile(fn, **COMPILE_OPTIONS)
     return _COMPILED[fn]
 
 
 def run_multi_step(backend: str, fn: Callable[..., Any], x_seq: torch.Tensor, *args: Any) -> Any:
-    """``fn(x_seq, *args)``, compiled when ``backend`` selects the fused path for ``x_seq``'s device."""
-    return (compiled(fn) if use_fused(backend, x_seq.device) else fn)(x_seq, *args)
+    """``fn(x_seq, *args)``, compiled when ``backend`` selects the fused path for ``x_seq``'s device.
+
+    ``fn`` acts element-wise on the non-time dimensions, so the fused path runs it on ``[T, M]``
+    (tensor arguments shaped like ``x_seq`` or like one step are flattened the same way; outputs are
+    shaped back): one compiled graph, dynamic in M, serves every layer of a network."""
+    if not use_fused(backend, x_seq.device):
+        return fn(x_seq, *args)
+    seq, step = x_seq.shape, x_seq.shape[1:]
+
+    def flat(a: Any) -> Any:
+        if isinstance(a, torch.Tensor) and a.dim() > 0 and a.shape in (seq, step):
+            a = a.reshape(seq[0], -1) if a.shape == seq else a.reshape(-1)
+            torch._dynamo.maybe_mark_dynamic(a, a.dim() - 1)  # M varies between layers: no recompilation
+        return a
+
+    x_flat = flat(x_seq)
+    out = compiled(fn)(x_flat, *(flat(a) for a in args))
+
+    def unflat(a: Any) -> Any:
+        if isinstance(a, torch.Tensor) and a.dim() == 2 and a.shape == x_flat.shape:
+            return a.view(seq)
+        if isinstance(a, torch.Tensor) and a.dim() == 1 and a.shape[0] == x_flat.shape[1]:
+            return a.view(step)
+        return a
+
+    return tuple(unflat(a) for a in out) if isinstance(out, tuple) else unflat(out)
 
 
 class Float32State:

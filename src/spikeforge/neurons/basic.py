@@ -139,5 +139,8 @@ class ReLUNeuron(base.StepModule, nn.ReLU):
 
 
 @register_neuron("relu")
-def relu(step_mode: str = "m") -> ReLUNeuron:
+def relu(step_mode: str = "m", backend: str = "auto") -> ReLUNeuron:
+    """``backend`` is accepted (and checked) so that ``neuron.kind=relu`` works with any method's
+    neuron config; a ReLU has no loop over T to fuse."""
+    check_backend(backend)
     return ReLUNeuron(step_mode=step_mode)

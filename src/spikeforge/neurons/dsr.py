@@ -26,7 +26,7 @@ from torch import nn
 
 from spikeforge.errors import ConfigError
 from spikeforge.neurons import register_neuron
-from spikeforge.neurons.backend import check_backend, compiled, use_fused
+from spikeforge.neurons.backend import check_backend, run_multi_step, use_fused
 
 
 # ---- representations -------------------------------------------------------------------------------
@@ -86,7 +86,7 @@ class DSRIFFunction(torch.autograd.Function):
         T = x.shape[0]
         xw = x.to(_work_dtype(x))
         vth = v_th.detach().to(xw.dtype)
-        out = (compiled(dsr_if_integrate) if fused else dsr_if_integrate)(xw, vth, alpha)
+        out = run_multi_step("fused" if fused else "reference", dsr_if_integrate, xw, vth, alpha)
         ctx.save_for_backward(xw.mean(0), v_th.detach().clone())  # a copy: V_th is clamped in place later
         ctx.T = T
         ctx.x_dtype = x.dtype
@@ -118,7 +118,7 @@ class DSRLIFFunction(torch.autograd.Function):
         xw = x.to(_work_dtype(x))
         vth = v_th.detach().to(xw.dtype)
         beta = math.exp(-delta_t / tau)
-        out = (compiled(dsr_lif_integrate) if fused else dsr_lif_integrate)(xw, vth, beta, alpha, delta_t)
+        out = run_multi_step("fused" if fused else "reference", dsr_lif_integrate, xw, vth, beta, alpha, delta_t)
         ctx.save_for_backward(weighted_rate(xw, tau, delta_t), v_th.detach().clone())
         ctx.T, ctx.tau, ctx.delta_t, ctx.x_dtype = T, tau, delta_t, x.dtype
         return out.to(x.dtype)
