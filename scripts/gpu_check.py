@@ -241,6 +241,10 @@ def _time_fwd_bwd(kind: str, impl: str, x: torch.Tensor, reps: int) -> float:
 
 
 def neuron_check(device: str, shape: tuple[int, ...], bench_shape: tuple[int, ...], reps: int) -> list[dict]:
+    from spikeforge.neurons import backend
+
+    backend._COMPILED.clear()
+    backend.COMPILE_OPTIONS["fullgraph"] = True  # here a graph break fails: the whole loop must fuse
     rows = []
     torch.manual_seed(0)
     x = (torch.randn(*shape, device=device) * 1.5).requires_grad_()

@@ -30,7 +30,7 @@ def test_channels_last_model_gives_the_same_outputs_and_gradients(tmp_path: Path
     convs = [m.weight for m in m1.net.modules() if isinstance(m, torch.nn.Conv2d)]
     assert convs and all(w.is_contiguous(memory_format=torch.channels_last) for w in convs)
     assert not m0.channels_last and m1.channels_last
-    x = torch.rand(4, 1, 8, 8)
+    x = torch.rand(4, 3, 8, 8)
     assert m1.encode(x)[0].is_contiguous(memory_format=torch.channels_last)  # each step NHWC
     outs = []
     for m in (m0, m1):

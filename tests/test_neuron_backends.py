@@ -28,9 +28,10 @@ KINDS: dict[str, dict[str, Any]] = {
 
 @pytest.fixture
 def compile_backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Fresh compiled functions with ``torch.compile(backend=request.param)``."""
+    """Fresh compiled functions with ``torch.compile(backend=request.param, fullgraph=True)``: the
+    whole loop over T must be one graph."""
     monkeypatch.setattr(backend, "_COMPILED", {})
-    monkeypatch.setattr(backend, "COMPILE_OPTIONS", {**backend.COMPILE_OPTIONS, "backend": request.param})
+    monkeypatch.setattr(backend, "COMPILE_OPTIONS", {"fullgraph": True, "backend": request.param})
     torch._dynamo.reset()
     yield
     torch._dynamo.reset()
