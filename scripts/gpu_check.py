@@ -14,9 +14,10 @@
 Results: ``<out>/gpu_check.json`` and ``<out>/gpu_check.md``. Exit status 0 when every assertion
 holds, 1 when one fails, 2 when no CUDA device is visible (without ``--dry-run``).
 
-``--dry-run`` rehearses the same code on CPU: 1 step per method in ``bf16-mixed`` (CPU autocast),
-host syncs counted by patching the tensor methods that synchronise (CPU has no sync debug mode),
-tiny neuron shapes with the fused graph captured by ``torch.compile(backend="aot_eager")``.
+``--dry-run`` rehearses the same code on CPU: 1 step per method in ``bf16-mixed`` (CPU autocast;
+``--precisions 16-mixed bf16-mixed`` for both), host syncs counted by patching the tensor methods
+that synchronise (CPU has no sync debug mode), tiny neuron shapes with the fused graph captured by
+``torch.compile(backend="aot_eager")``.
 """
 
 from __future__ import annotations

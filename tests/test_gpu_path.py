@@ -90,15 +90,16 @@ def _gpu_check_module():
     return module
 
 
-def _dry_run(methods: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict:
+def _dry_run(methods: list[str], precisions: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict:
     # the rehearsal sets the fused path's compile backend: keep it to this test
     monkeypatch.setattr(backend, "COMPILE_OPTIONS", dict(backend.COMPILE_OPTIONS))
     monkeypatch.setattr(backend, "_COMPILED", {})
-    rc = _gpu_check_module().main(["--dry-run", "--out", str(tmp_path), "--methods", *methods])
+    rc = _gpu_check_module().main(["--dry-run", "--out", str(tmp_path), "--methods", *methods,
+                                   "--precisions", *precisions])
     torch._dynamo.reset()
     report = json.loads((tmp_path / "gpu_check.json").read_text())
     assert (tmp_path / "gpu_check.md").is_file()
-    assert [r["method"] for r in report["train"]] == methods
+    assert [(r["method"], r["precision"]) for r in report["train"]] == [(m, p) for m in methods for p in precisions]
     for row in report["train"]:
         assert row["steps_seen"] == 1 and len(row["losses"]) == 1 and math.isfinite(row["losses"][0]), row
         assert row["failed"] == [], row
@@ -111,9 +112,9 @@ def _dry_run(methods: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 
 
 def test_gpu_check_dry_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    _dry_run(["bptt"], tmp_path, monkeypatch)
+    _dry_run(["bptt"], ["bf16-mixed"], tmp_path, monkeypatch)
 
 
 @pytest.mark.slow
 def test_gpu_check_dry_run_every_method(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    _dry_run(["bptt", "sltt", "stbp_tdbn", "stds", "asgl", "dsr"], tmp_path, monkeypatch)
+    _dry_run(["bptt", "sltt", "stbp_tdbn", "stds", "asgl", "dsr"], ["16-mixed", "bf16-mixed"], tmp_path, monkeypatch)
