@@ -67,3 +67,7 @@ compare: install  ## every method on digits with the same model, 3 seeds each �
 .PHONY: bench
 bench: install  ## training-step time/memory per method x model x T vs ANN and plain loop → outputs/bench/<date>/ (ARGS="--preset all --out docs/benchmarks")
 	$(PY) scripts/bench.py $(ARGS)
+
+.PHONY: gpu-check
+gpu-check: install  ## on a CUDA machine: AMP steps of every method, host syncs, fused neurons, bench → docs/benchmarks/gpu-<date>/ (README "GPU")
+	scripts/gpu_check.sh $(ARGS)

@@ -236,6 +236,7 @@ def plain_network(module: Any) -> torch.nn.Module:
     cfg = dict(module.hparams.model)
     name = cfg.pop("name")
     cfg.pop("compile", None)
+    cfg.pop("channels_last", None)
     net = build_model(name, num_classes=module.hparams.num_classes, in_channels=module.hparams.in_channels,
                       neuron=sj_sltt, norm=module.norm_factory(), **cfg)
     net.load_state_dict(module.net.state_dict(), strict=False)

@@ -89,6 +89,7 @@ class SpikingClassifier(L.LightningModule):
         cfg = dict(self.hparams.model)
         name = cfg.pop("name")
         compile_net = bool(cfg.pop("compile", False))
+        self.channels_last = bool(cfg.pop("channels_last", False))
         net = build_model(
             name,
             num_classes=self.hparams.num_classes,
@@ -97,6 +98,8 @@ class SpikingClassifier(L.LightningModule):
             norm=self.norm_factory(),
             **cfg,
         )
+        if self.channels_last:  # model.channels_last=true: NHWC conv weights (and inputs, see encode)
+            net = net.to(memory_format=torch.channels_last)
         if compile_net:  # model.compile=true: torch.compile in place (state-dict keys unchanged)
             net.compile()
         return net
@@ -107,6 +110,8 @@ class SpikingClassifier(L.LightningModule):
         encoding); event frames ``[N, T, C, H, W]`` → ``[T, N, C, H, W]``. Models with
         ``static_input = True`` take the static ``[N, C, H, W]`` image and repeat it themselves."""
         if x.dim() == 4:
+            if self.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
             if getattr(self.net, "static_input", False):
                 return x  # the model repeats over T itself (e.g. stem computed once, STDS)
             return x.unsqueeze(0).expand(self.T, *x.shape)

@@ -113,6 +113,10 @@ class STDSClassifier(SpikingClassifier):
         self.sparse_layer_names = sparsify(self.net, sparse_function, d=d0, exclude=list(exclude))
         # optimiser steps done: D(n) is a function of it; a buffer, hence restored on resume
         self.register_buffer("stds_step", torch.zeros((), dtype=torch.long))
+        # host copy of stds_step, so the schedule never reads the device buffer in a training step;
+        # re-read once after a state dict is loaded (resume)
+        self._host_step: int | None = None
+        self.register_load_state_dict_post_hook(lambda module, keys: setattr(module, "_host_step", None))
         self.total_steps: int | None = None
         self._signs: list[tuple[torch.Tensor, torch.Tensor]] = []
         self.sparse_export: dict[str, Any] | None = None
@@ -130,9 +134,14 @@ class STDSClassifier(SpikingClassifier):
         """Current D (None for the dense baseline)."""
         return get_flat_width(self.net)
 
+    def _step_count(self) -> int:
+        if self._host_step is None:
+            self._host_step = int(self.stds_step)
+        return self._host_step
+
     def update_flat_width(self) -> float:
         """Set D for the current ``stds_step`` (called after every optimiser step)."""
-        d = flat_width_at(int(self.stds_step), self.total_steps or 1, self.d_final, self.schedule)
+        d = flat_width_at(self._step_count(), self.total_steps or 1, self.d_final, self.schedule)
         set_flat_width(self.net, d)
         return d
 
@@ -177,7 +186,9 @@ class STDSClassifier(SpikingClassifier):
                 g = groups[id(p)]
                 prior(p, s, g["lr"], g["alpha_gr"])
             self._signs = []
+        step = self._step_count() + 1
         self.stds_step += 1
+        self._host_step = step
         self.update_flat_width()
 
     # ---- logging & results ------------------------------------------------------------------

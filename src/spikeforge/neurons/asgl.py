@@ -28,9 +28,24 @@ from torch import nn
 
 from spikeforge.errors import ConfigError
 from spikeforge.neurons import register_neuron
+from spikeforge.neurons.backend import check_backend, run_multi_step, state_dtype
 
 SURROGATES = ("sigmoid", "rectangle")
 GRANULARITIES = ("layer", "channel", "neuron")
+
+
+def hybrid_spike(
+    z: torch.Tensor, slope: torch.Tensor, mask: torch.Tensor | None, surrogate: str, training: bool
+) -> torch.Tensor:
+    """The hybrid spike of ``HybridSpike`` on z = v − θ with slope 1/w (``HybridSpike._slope``) and
+    the spike-mode mask (None: every element in spike mode)."""
+    spike = (z >= 0).to(z.dtype)
+    if not training:
+        return spike
+    h = torch.sigmoid(slope * z) if surrogate == "sigmoid" else torch.clamp(slope * z + 0.5, 0.0, 1.0)
+    value = spike if mask is None else torch.where(mask.to(torch.bool), spike, h.detach())
+    # value exactly; gradient ∂H_a everywhere (h − h.detach() is 0 in value).
+    return value + (h - h.detach())
 
 
 class HybridSpike(nn.Module):
@@ -131,22 +146,17 @@ class HybridSpike(nn.Module):
             return torch.sigmoid(k * x)
         return torch.clamp(k * x + 0.5, 0.0, 1.0)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        spike = (x >= 0).to(x.dtype)
-        if not self.training:
-            return spike
-        h = self.smooth(x)
-        if mask is None:
-            mask = self.draw_mask(x)
-        value = torch.where(mask.to(torch.bool), spike, h.detach())
-        # value exactly; gradient ∂H_a everywhere (h − h.detach() is 0 in value).
-        return value + (h - h.detach())
-
-    def draw_mask(self, x: torch.Tensor) -> torch.Tensor:
-        """m ~ Bernoulli(1 − p) per element of ``x`` (1: spike mode, 0: analog mode)."""
+    def draw_mask(self, like: torch.Tensor) -> torch.Tensor | None:
+        """m ~ Bernoulli(1 − p) per element of ``like`` (1: spike mode, 0: analog mode; None when p = 0:
+        all spike mode), drawn from :attr:`generator` (the per-rank stream) when one is set."""
         if self._p == 0.0:
-            return torch.ones_like(x)
-        return torch.bernoulli(torch.full_like(x, 1.0 - self._p), generator=self.generator)
+            return None
+        return torch.bernoulli(torch.full_like(like, 1.0 - self._p), generator=self.generator)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        if mask is None and self.training:
+            mask = self.draw_mask(x)
+        return hybrid_spike(x, self._slope(x), mask, self.surrogate, self.training)
 
     def extra_repr(self) -> str:
         return f"surrogate={self.surrogate}, granularity={self.granularity}, p={self._p}, " \
@@ -176,6 +186,7 @@ class ASGLLIF(base.MemoryModule):
         num_features: int | None = None,
         shape: Sequence[int] | None = None,
         step_mode: str = "m",
+        backend: str = "auto",
     ) -> None:
         super().__init__()
         if not 0.0 < decay < 1.0:
@@ -186,24 +197,56 @@ class ASGLLIF(base.MemoryModule):
         self.v_threshold = float(v_threshold)
         self.decay_logit = nn.Parameter(torch.tensor(math.log(decay / (1.0 - decay))), requires_grad=train_decay)
         self.spike = HybridSpike(surrogate, width, p, train_width, granularity, num_features, shape)
+        self.backend = check_backend(backend)
         self.register_memory("v", 0.0)
 
     @property
     def decay(self) -> torch.Tensor:
         return torch.sigmoid(self.decay_logit.detach())
 
+    def _state(self, x: torch.Tensor) -> torch.Tensor:
+        """The state as a tensor of ``x``'s shape, float32 at least (membrane state under autocast)."""
+        v = self.v
+        if isinstance(v, torch.Tensor) and v.shape == x.shape:
+            return v.to(device=x.device, dtype=state_dtype(x))
+        return torch.zeros_like(x, dtype=state_dtype(x))  # the reset state (``register_memory("v", 0.0)``)
+
     def single_step_forward(self, x: torch.Tensor) -> torch.Tensor:
-        v = torch.sigmoid(self.decay_logit) * self.v + x
+        v = torch.sigmoid(self.decay_logit) * self._state(x) + x
         s = self.spike(v - self.v_threshold)
         self.v = v * (1.0 - s)  # hard reset to 0, not detached
-        return self.v_threshold * s
+        return (self.v_threshold * s).to(x.dtype)
 
     def multi_step_forward(self, x_seq: torch.Tensor) -> torch.Tensor:
-        return torch.stack([self.single_step_forward(x) for x in x_seq.unbind(0)])
+        # the masks of all T steps drawn at once (a fresh one per step, as in single-step mode)
+        mask = self.spike.draw_mask(x_seq) if self.training else None
+        slope = self.spike._slope(x_seq[0])
+        slope = slope if slope.dim() == 0 else slope.expand_as(x_seq[0])  # element-wise (see run_multi_step)
+        out, self.v = run_multi_step(
+            self.backend, asgl_multi_step, x_seq, self._state(x_seq[0]), self.decay_logit, slope, mask,
+            self.v_threshold, self.spike.surrogate, self.training,
+        )
+        return out
 
     def extra_repr(self) -> str:
         return f"v_threshold={self.v_threshold}, decay={float(self.decay):.4g}, " \
-               f"train_decay={self.decay_logit.requires_grad}, step_mode={self.step_mode}"
+               f"train_decay={self.decay_logit.requires_grad}, step_mode={self.step_mode}, backend={self.backend}"
+
+
+def asgl_multi_step(
+    x_seq: torch.Tensor, v: torch.Tensor, decay_logit: torch.Tensor, slope: torch.Tensor,
+    mask: torch.Tensor | None, v_threshold: float, surrogate: str, training: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``ASGLLIF`` over ``[T, ...]`` from state ``v`` (float32 or wider): (outputs θ·s in ``x_seq``'s
+    dtype, last state). Pure: the reference and, compiled, the fused path."""
+    decay = torch.sigmoid(decay_logit)
+    outs = []
+    for t, x in enumerate(x_seq.unbind(0)):
+        u = decay * v + x.to(v.dtype)
+        s = hybrid_spike(u - v_threshold, slope, None if mask is None else mask[t], surrogate, training)
+        v = u * (1.0 - s)  # hard reset to 0, not detached
+        outs.append(v_threshold * s)
+    return torch.stack(outs).to(x_seq.dtype), v
 
 
 register_neuron("asgl_lif")(ASGLLIF)  # defaults from asgl.md ("Building blocks")

@@ -26,6 +26,7 @@ from torch import nn
 
 from spikeforge.errors import ConfigError
 from spikeforge.neurons import register_neuron
+from spikeforge.neurons.backend import check_backend, run_multi_step, use_fused
 
 
 # ---- representations -------------------------------------------------------------------------------
@@ -49,22 +50,43 @@ def _work_dtype(x: torch.Tensor) -> torch.dtype:
     return torch.promote_types(x.dtype, torch.float32)
 
 
+# ---- forward simulations (pure: the reference and, compiled, the fused path) ------------------------
+def dsr_if_integrate(xw: torch.Tensor, vth: torch.Tensor, alpha: float) -> torch.Tensor:
+    """IF with soft reset by V_th from u = 0: s_t = V_th·1[u_t ≥ α·V_th] (dsr.md "IF forward")."""
+    u = torch.zeros_like(xw[0])
+    out = []
+    for x_t in xw.unbind(0):
+        u = u + x_t
+        s = (u >= alpha * vth).to(xw.dtype) * vth
+        u = u - s  # soft reset by V_th
+        out.append(s)
+    return torch.stack(out)
+
+
+def dsr_lif_integrate(xw: torch.Tensor, vth: torch.Tensor, beta: float, alpha: float, delta_t: float) -> torch.Tensor:
+    """LIF u_t = β·u_{t−1} + (1 − β)·x_t, soft reset by V_th, o_t = s_t/Δt (dsr.md "LIF forward")."""
+    u = torch.zeros_like(xw[0])
+    out = []
+    for x_t in xw.unbind(0):
+        u = beta * u + (1 - beta) * x_t
+        s = (u >= alpha * vth).to(xw.dtype) * vth
+        u = u - s
+        out.append(s / delta_t)  # o_t = s_t/Δt
+    return torch.stack(out)
+
+
 # ---- autograd functions ----------------------------------------------------------------------------
 class DSRIFFunction(torch.autograd.Function):
     """IF forward / derivative of clamp(x̄, 0, V_th) backward (dsr.md "IF forward", "IF backward")."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, v_th: torch.Tensor, alpha: float) -> torch.Tensor:  # type: ignore[override]
+    def forward(  # type: ignore[override]
+        ctx, x: torch.Tensor, v_th: torch.Tensor, alpha: float, fused: bool = False
+    ) -> torch.Tensor:
         T = x.shape[0]
         xw = x.to(_work_dtype(x))
         vth = v_th.detach().to(xw.dtype)
-        u = torch.zeros_like(xw[0])
-        out = torch.empty_like(xw)
-        for t in range(T):
-            u = u + xw[t]
-            s = (u >= alpha * vth).to(xw.dtype) * vth  # s_t = V_th·1[u_t ≥ α·V_th]
-            u = u - s  # soft reset by V_th
-            out[t] = s
+        out = run_multi_step("fused" if fused else "reference", dsr_if_integrate, xw, vth, alpha)
         ctx.save_for_backward(xw.mean(0), v_th.detach().clone())  # a copy: V_th is clamped in place later
         ctx.T = T
         ctx.x_dtype = x.dtype
@@ -82,7 +104,7 @@ class DSRIFFunction(torch.autograd.Function):
             grad_x = g.unsqueeze(0).expand(ctx.T, *g.shape).to(ctx.x_dtype).contiguous()
         if ctx.needs_input_grad[1]:
             grad_vth = torch.where(x_bar > vth, G, torch.zeros_like(G)).sum().to(v_th.dtype).reshape(v_th.shape)
-        return grad_x, grad_vth, None
+        return grad_x, grad_vth, None, None
 
 
 class DSRLIFFunction(torch.autograd.Function):
@@ -90,19 +112,13 @@ class DSRLIFFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(  # type: ignore[override]
-        ctx, x: torch.Tensor, v_th: torch.Tensor, tau: float, delta_t: float, alpha: float
+        ctx, x: torch.Tensor, v_th: torch.Tensor, tau: float, delta_t: float, alpha: float, fused: bool = False
     ) -> torch.Tensor:
         T = x.shape[0]
         xw = x.to(_work_dtype(x))
         vth = v_th.detach().to(xw.dtype)
         beta = math.exp(-delta_t / tau)
-        u = torch.zeros_like(xw[0])
-        out = torch.empty_like(xw)
-        for t in range(T):
-            u = beta * u + (1 - beta) * xw[t]
-            s = (u >= alpha * vth).to(xw.dtype) * vth
-            u = u - s
-            out[t] = s / delta_t  # o_t = s_t/Δt
+        out = run_multi_step("fused" if fused else "reference", dsr_lif_integrate, xw, vth, beta, alpha, delta_t)
         ctx.save_for_backward(weighted_rate(xw, tau, delta_t), v_th.detach().clone())
         ctx.T, ctx.tau, ctx.delta_t, ctx.x_dtype = T, tau, delta_t, x.dtype
         return out.to(x.dtype)
@@ -123,7 +139,7 @@ class DSRLIFFunction(torch.autograd.Function):
             # ∂L/∂V_th = Δt·Σ G·1[x̂ > V_th·τ/Δt]
             grad_vth = (dt * torch.where(x_hat > upper, G, torch.zeros_like(G)).sum()).to(v_th.dtype)
             grad_vth = grad_vth.reshape(v_th.shape)
-        return grad_x, grad_vth, None, None, None
+        return grad_x, grad_vth, None, None, None, None
 
 
 # ---- modules ---------------------------------------------------------------------------------------
@@ -144,8 +160,10 @@ class DSRNeuron(base.MemoryModule):
         v_threshold_training: bool = True,
         T: int | None = None,
         step_mode: str = "m",
+        backend: str = "auto",
     ) -> None:
         super().__init__()
+        self.backend = check_backend(backend)
         if not 0.0 < float(alpha) <= 1.0:
             raise ConfigError(f"DSR alpha (firing at alpha·V_th) must be in (0, 1], got {alpha}")
         if float(v_threshold_bound) <= 0:
@@ -210,7 +228,7 @@ class DSRIFNeuron(DSRNeuron):
     """IF neuron of DSR: o_t ∈ {0, V_th}; representation r = mean_t o_t ∈ [0, V_th]."""
 
     def multi_step_forward(self, x_seq: torch.Tensor, *args: object, **kwargs: object) -> torch.Tensor:
-        return DSRIFFunction.apply(x_seq, self.bounded_threshold(), self.alpha)
+        return DSRIFFunction.apply(x_seq, self.bounded_threshold(), self.alpha, use_fused(self.backend, x_seq.device))
 
     def representation(self, out: torch.Tensor) -> torch.Tensor:
         return out.mean(0)
@@ -233,15 +251,17 @@ class DSRLIFNeuron(DSRNeuron):
         v_threshold_training: bool = True,
         T: int | None = None,
         step_mode: str = "m",
+        backend: str = "auto",
     ) -> None:
         if float(tau) <= 0 or float(delta_t) <= 0:
             raise ConfigError(f"DSR LIF needs tau > 0 and delta_t > 0, got tau={tau}, delta_t={delta_t}")
-        super().__init__(v_threshold, alpha, v_threshold_bound, v_threshold_training, T, step_mode)
+        super().__init__(v_threshold, alpha, v_threshold_bound, v_threshold_training, T, step_mode, backend)
         self.tau = float(tau)
         self.delta_t = float(delta_t)
 
     def multi_step_forward(self, x_seq: torch.Tensor, *args: object, **kwargs: object) -> torch.Tensor:
-        return DSRLIFFunction.apply(x_seq, self.bounded_threshold(), self.tau, self.delta_t, self.alpha)
+        return DSRLIFFunction.apply(x_seq, self.bounded_threshold(), self.tau, self.delta_t, self.alpha,
+                                    use_fused(self.backend, x_seq.device))
 
     def representation(self, out: torch.Tensor) -> torch.Tensor:
         return weighted_rate(out, self.tau, self.delta_t)
@@ -261,9 +281,10 @@ def dsr_if(
     v_threshold_bound: float = 0.01,
     v_threshold_training: bool = True,
     step_mode: str = "m",
+    backend: str = "auto",
 ) -> DSRIFNeuron:
     """DSR IF neuron; ``T`` is optional (the input's first dimension is used)."""
-    return DSRIFNeuron(v_threshold, alpha, v_threshold_bound, v_threshold_training, T, step_mode)
+    return DSRIFNeuron(v_threshold, alpha, v_threshold_bound, v_threshold_training, T, step_mode, backend)
 
 
 @register_neuron("dsr_lif")
@@ -276,6 +297,8 @@ def dsr_lif(
     v_threshold_bound: float = 5e-4,
     v_threshold_training: bool = True,
     step_mode: str = "m",
+    backend: str = "auto",
 ) -> DSRLIFNeuron:
     """DSR LIF neuron; ``T`` is optional (the input's first dimension is used)."""
-    return DSRLIFNeuron(v_threshold, tau, delta_t, alpha, v_threshold_bound, v_threshold_training, T, step_mode)
+    return DSRLIFNeuron(v_threshold, tau, delta_t, alpha, v_threshold_bound, v_threshold_training, T, step_mode,
+                        backend)

@@ -19,6 +19,7 @@ from spikingjelly.activation_based import base
 
 from spikeforge.errors import ConfigError
 from spikeforge.neurons import register_neuron
+from spikeforge.neurons.backend import check_backend, run_multi_step, state_dtype
 
 
 class StrictSpike(torch.autograd.Function):
@@ -43,6 +44,30 @@ def strict_spike(u: torch.Tensor, v_threshold: float = 0.5, width: float = 1.0) 
     return StrictSpike.apply(u, v_threshold, width)
 
 
+def stbp_step(
+    x: torch.Tensor, v: torch.Tensor | float, v_threshold: float, decay: float, width: float, detach_reset: bool
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One step: (spike o_t, pre-reset potential u_t, state u_t·(1 − o_t)); hard reset to 0, gradient
+    through (1 − o)."""
+    u = decay * v + x
+    o = strict_spike(u, v_threshold, width)
+    keep = 1.0 - (o.detach() if detach_reset else o)
+    return o, u, u * keep
+
+
+def stbp_multi_step(
+    x_seq: torch.Tensor, v: torch.Tensor, v_threshold: float, decay: float, width: float, detach_reset: bool
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The whole sequence from state ``v`` (float32 or wider): (spikes in ``x_seq``'s dtype, last state,
+    pre-reset potentials ``[T, ...]``). Pure: the reference and, compiled, the fused path."""
+    spikes, us = [], []
+    for x in x_seq.unbind(0):
+        o, u, v = stbp_step(x.to(v.dtype), v, v_threshold, decay, width, detach_reset)
+        spikes.append(o)
+        us.append(u)
+    return torch.stack(spikes).to(x_seq.dtype), v, torch.stack(us)
+
+
 class STBPLIFNode(base.MemoryModule):
     """STBP LIF layer; multi-step ``[T, N, ...]`` or single-step ``[N, ...]`` (spikingjelly ``step_mode``).
 
@@ -60,6 +85,7 @@ class STBPLIFNode(base.MemoryModule):
         detach_reset: bool = False,
         step_mode: str = "m",
         store_u_seq: bool = False,
+        backend: str = "auto",
     ) -> None:
         super().__init__()
         if width <= 0:
@@ -72,30 +98,28 @@ class STBPLIFNode(base.MemoryModule):
         self.detach_reset = bool(detach_reset)
         self.step_mode = step_mode
         self.store_u_seq = store_u_seq
+        self.backend = check_backend(backend)
         self.register_memory("v", 0.0)
         self.u_seq: torch.Tensor | None = None
 
-    def _step(self, x: torch.Tensor, v: torch.Tensor | float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        u = self.decay * v + x
-        o = strict_spike(u, self.v_threshold, self.width)
-        keep = 1.0 - (o.detach() if self.detach_reset else o)
-        return o, u, u * keep  # hard reset to 0, gradient through (1 − o)
+    def _state(self, x: torch.Tensor) -> torch.Tensor:
+        """The state as a tensor of ``x``'s shape, float32 at least (membrane state under autocast)."""
+        v = self.v
+        if isinstance(v, torch.Tensor) and v.shape == x.shape:
+            return v.to(device=x.device, dtype=state_dtype(x))
+        return torch.zeros_like(x, dtype=state_dtype(x))  # the reset state (``register_memory("v", 0.0)``)
 
     def single_step_forward(self, x: torch.Tensor) -> torch.Tensor:
-        o, _, self.v = self._step(x, self.v)
-        return o
+        o, _, self.v = stbp_step(x.to(state_dtype(x)), self._state(x), self.v_threshold, self.decay, self.width,
+                                 self.detach_reset)
+        return o.to(x.dtype)
 
     def multi_step_forward(self, x_seq: torch.Tensor) -> torch.Tensor:
-        v = self.v
-        spikes, us = [], []
-        for x in x_seq.unbind(0):
-            o, u, v = self._step(x, v)
-            spikes.append(o)
-            us.append(u)
-        self.v = v
+        spikes, self.v, u_seq = run_multi_step(self.backend, stbp_multi_step, x_seq, self._state(x_seq[0]),
+                                               self.v_threshold, self.decay, self.width, self.detach_reset)
         if self.store_u_seq:
-            self.u_seq = torch.stack(us)
-        return torch.stack(spikes)
+            self.u_seq = u_seq
+        return spikes
 
     def reset(self) -> None:
         super().reset()
@@ -103,7 +127,7 @@ class STBPLIFNode(base.MemoryModule):
 
     def extra_repr(self) -> str:
         return (f"v_threshold={self.v_threshold}, decay={self.decay}, width={self.width}, "
-                f"detach_reset={self.detach_reset}, step_mode={self.step_mode}")
+                f"detach_reset={self.detach_reset}, step_mode={self.step_mode}, backend={self.backend}")
 
 
 register_neuron("stbp_lif")(STBPLIFNode)  # stbp_tdbn.md defaults: V_th 0.5, τ 0.25, a 1
