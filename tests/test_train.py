@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
 from conftest import ROOT, compose_cfg
+from infra_utils import run_cmd
 
 from spikeforge.errors import CheckpointError
 from spikeforge.run import evaluate, train
@@ -80,7 +80,7 @@ def test_eval_reports_missing_and_mismatched_checkpoints(make_cfg, tmp_path) -> 
 
 
 def _seeded_run(tmp_path: Path, name: str, seed: int) -> tuple[dict, dict]:
-    cfg = compose_cfg([*LIMIT, f"seed={seed}", "~callbacks.progress_bar", "~callbacks.model_summary"], tmp_path / name)
+    cfg = compose_cfg([*LIMIT, f"seed={seed}"], tmp_path / name)
     results = train(cfg)
     state = torch.load(Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
     return results, state
@@ -98,8 +98,7 @@ def test_fixed_seed_is_exactly_repeatable(tmp_path) -> None:
 def _cli(args: list[str], tmp_path: Path, script: str = "src/train.py", timeout: int = 600):
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     env.pop("HYDRA_FULL_ERROR", None)
-    return subprocess.run([sys.executable, script, *args], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=timeout)
+    return run_cmd([sys.executable, script, *args], cwd=ROOT, env=env, timeout=timeout)
 
 
 def test_cli_bad_value_is_one_line_error(tmp_path) -> None:
