@@ -24,18 +24,20 @@ METHODS = config_options("method")
 # (test top-1 in the comments, seed 42), so they fail when a method stops learning, not on noise.
 ACCURACY = [*TINY, "model.channels=[16,32]", "trainer.max_epochs=3"]
 MIN_TEST_TOP1 = {
-    "asgl": 0.50,
-    "asgl_sg": 0.50,
+    "asgl": 0.40,  # 50.4% (20% analog neurons in training, evaluated binary: the slowest to learn here)
+    "asgl_sg": 0.50,  # 62.1%
     "bptt": 0.70,  # 81.3%
-    "bptt_sltt": 0.70,
+    "bptt_sltt": 0.75,  # 86.6%
     "dsr": 0.80,  # 91.4%
     "dsr_ann": 0.85,  # 96.1%
     "dsr_lif": 0.80,  # 94.2%
     "sltt": 0.75,  # 86.4%
-    "sltt_k": 0.75,  # 86.4%
-    "stbp_tdbn": 0.70,
-    "stds": 0.60,
+    "sltt_k": 0.75,  # K = 1 of T = 2
+    "stbp_tdbn": 0.75,  # 88.9%
+    "stds": 0.60,  # 71.9%, pruning as it trains
 }
+# per-method overrides: the ANN runs T = 1 (README DSR table); SLTT-K back-propagates one step of two
+EXTRA = {"dsr_ann": ["T=1"], "sltt_k": ["method.K=1"]}
 
 
 def test_every_method_has_an_accuracy_bound() -> None:
@@ -44,7 +46,7 @@ def test_every_method_has_an_accuracy_bound() -> None:
 
 @pytest.mark.parametrize("method", METHODS)
 def test_method_learns_digits(method: str, tmp_path: Path) -> None:
-    overrides = [*ACCURACY, f"method={method}", *(["T=1"] if method == "dsr_ann" else [])]  # the ANN runs T = 1
+    overrides = [*ACCURACY, f"method={method}", *EXTRA.get(method, [])]
     results = train(compose_cfg(overrides, tmp_path / "run"))
     assert results["global_steps"] == 3 * 41
     assert results["test"]["test/acc1"] >= MIN_TEST_TOP1[method], results["test"]
@@ -79,7 +81,7 @@ def autocast_probe(key: str) -> AutocastProbe:
 def test_method_trains_under_bf16(method: str, tmp_path: Path) -> None:
     """`trainer.precision=bf16-mixed` (README "Scaling out") for every method: 4 steps, autocast active in
     the network, finite training loss and test metrics (the full version: `make test-slow`)."""
-    overrides = [*TINY, f"method={method}", *(["T=1"] if method == "dsr_ann" else []), "trainer.precision=bf16-mixed",
+    overrides = [*TINY, f"method={method}", *EXTRA.get(method, []), "trainer.precision=bf16-mixed",
                  "trainer.max_epochs=1", "++trainer.limit_train_batches=4", "++trainer.limit_val_batches=2",
                  "++trainer.limit_test_batches=2", "+callbacks.autocast._target_=test_promises.autocast_probe",
                  f"+callbacks.autocast.key={method}"]
