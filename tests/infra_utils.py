@@ -60,12 +60,15 @@ def run_cmd(cmd: list[str], timeout: float, cwd: Path = ROOT, env: dict[str, str
                             start_new_session=True)
     try:
         out, err = proc.communicate(timeout=timeout)
+        timed_out = False
     except BaseException as e:  # TimeoutExpired, or pytest-timeout / Ctrl-C interrupting the wait
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
         out, err = proc.communicate()
         if not isinstance(e, subprocess.TimeoutExpired):
             raise
+        timed_out = True
+    if timed_out:
         import pytest
 
         pytest.fail(f"{' '.join(map(str, cmd))}\ndid not finish within {timeout:.0f} s; last lines of output:\n"

@@ -49,7 +49,7 @@ def _record_signal(module: torch.nn.Module) -> dict[str, bool]:
         return pre
 
     for name, m in module.named_modules():
-        if any(True for _ in m.parameters(recurse=False)):
+        if any(True for _ in m.parameters(recurse=False)) or hasattr(m, "parametrizations"):  # STDS: θ held inside
             m.register_forward_pre_hook(hook(name))
     return seen
 

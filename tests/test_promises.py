@@ -89,3 +89,29 @@ def test_method_trains_under_bf16(method: str, tmp_path: Path) -> None:
     assert results["precision"] == "bf16-mixed" and results["global_steps"] == 4
     assert torch.bfloat16 in PROBES.pop(method).dtypes
     assert all(math.isfinite(v) for v in results["test"].values()), results["test"]
+
+
+# ---- a hang cannot stall CI ---------------------------------------------------------------------------
+def test_a_hanging_process_fails_the_test_with_its_last_lines(tmp_path: Path) -> None:
+    """`infra_utils.run_cmd` (every test that launches processes): after the timeout the process and its
+    children are killed and the test fails with the last lines of their output."""
+    import sys
+    import time
+
+    from infra_utils import run_cmd
+
+    pid_file = tmp_path / "child.pid"
+    hang = ("import subprocess, sys, time; print('started', flush=True); "
+            f"c = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)']); "
+            f"open({str(pid_file)!r}, 'w').write(str(c.pid)); print('waiting', flush=True); c.wait()")
+    start = time.monotonic()
+    with pytest.raises(pytest.fail.Exception, match=r"did not finish within 3 s(.|\n)*started\nwaiting"):
+        run_cmd([sys.executable, "-c", hang], timeout=3)
+    assert time.monotonic() - start < 60
+    status = Path(f"/proc/{int(pid_file.read_text())}/status")
+    for _ in range(50):  # the grandchild was killed with its group: gone, or a zombie awaiting its reaper
+        if not status.exists() or "\nState:\tZ" in status.read_text():
+            break
+        time.sleep(0.1)
+    else:
+        raise AssertionError("the child of the timed-out process is still running")
