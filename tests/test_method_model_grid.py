@@ -56,8 +56,9 @@ def _record_signal(module: torch.nn.Module) -> dict[str, bool]:
 
 def _no_signal(param: str, seen: dict[str, bool]) -> bool:
     """A zero gradient is exact where no signal reached: the parameter's layer saw none, or, for a
-    parameter held by a block (an NF-ResNet skip-init gain scaling the residual branch), a layer of
-    that block did (a silent last layer makes the branch output zero)."""
+    parameter held by a block (an NF-ResNet skip-init gain scaling the residual branch), some layer
+    inside the block saw none (a silent layer in the branch makes the branch output zero). A layer that
+    was never called counts as having seen a signal."""
     param = re.sub(r"\.parametrizations\.(\w+)\.original$", r".\1", param)  # STDS: θ of a reparametrised w
     owner = param.rpartition(".")[0]
     inside = [live for k, live in seen.items() if k.startswith(owner + ".")]
