@@ -27,6 +27,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+from matplotlib.figure import Figure
 
 from spikeforge.reporting import Run, collect_runs, sparsity_of
 
@@ -85,36 +86,25 @@ def _mean_by(points: list[tuple[str, float, float]]) -> dict[str, tuple[list[flo
     return {s: (sorted(d), [statistics.fmean(d[x]) for x in sorted(d)]) for s, d in acc.items()}
 
 
-def _save(fig, path: Path) -> None:
+def line_figure(series: dict[str, tuple[list[float], list[float]]], xlabel: str, ylabel: str, title: str,
+                logx: bool = False) -> Figure:
+    """One line (with markers) per series, labelled in the legend."""
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for label, (xs, ys) in series.items():
+        ax.plot(xs, ys, marker="o", ms=3, label=label)
+    if logx:
+        ax.set_xscale("log")
+    ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=6 if len(series) > 6 else 8)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    print(f"wrote {path}")
+    return fig
 
 
-def plot_all(root: Path, out: Path) -> list[Path]:
-    runs = [r for r in collect_runs(root) if r.ok]
-    out.mkdir(parents=True, exist_ok=True)
-    written: list[Path] = []
-
-    def line_plot(name: str, series: dict, xlabel: str, ylabel: str, title: str, logx: bool = False) -> None:
-        if not series:
-            print(f"skipped {name}: no runs with the data it needs")
-            return
-        fig, ax = plt.subplots(figsize=(6.4, 4.2))
-        for label, (xs, ys) in series.items():
-            ax.plot(xs, ys, marker="o", ms=3, label=label)
-        if logx:
-            ax.set_xscale("log")
-        ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=6 if len(series) > 6 else 8)
-        _save(fig, out / name)
-        written.append(out / name)
-
-    line_plot("val_acc_vs_epoch.png", val_curves(runs), "epoch", "validation top-1 (%)",
-              "Validation accuracy (protocol=paper runs: test accuracy)")
-    saved, peak = memory_points(runs)
+def memory_figure(saved: list[tuple[str, float, float]],
+                  peak: list[tuple[str, float, float]]) -> tuple[str, Figure] | None:
+    """Two panels — peak bytes saved for backward in one step, the run's own peak — against T, one line
+    per method (``memory_vs_T.png``); at a single T one bar per method (``memory_by_method.png``)."""
     panels = ((saved, "peak saved for backward, one step (MB)"), (peak, "peak memory of the run (MB)"))
     if len({p[1] for p in saved + peak}) > 1:
         fig, axes = plt.subplots(1, 2, figsize=(10, 4.2))
@@ -126,8 +116,7 @@ def plot_all(root: Path, out: Path) -> list[Path]:
             if ax.lines:
                 ax.legend(fontsize=8)
         fig.suptitle("Memory against time steps (mean over seeds)")
-        _save(fig, out / "memory_vs_T.png")
-        written.append(out / "memory_vs_T.png")
+        name = "memory_vs_T.png"
     elif len({p[0] for p in saved + peak}) > 1:  # one T (e.g. make compare): one bar per method
         fig, axes = plt.subplots(1, 2, figsize=(10, 4.2))
         for ax, (points, ylabel) in zip(axes, panels):
@@ -136,19 +125,51 @@ def plot_all(root: Path, out: Path) -> list[Path]:
             ax.set(ylabel=ylabel)
             ax.tick_params(axis="x", labelrotation=30)
             ax.grid(alpha=0.3, axis="y")
-        fig.suptitle(f"Memory per method at T = {int(saved[0][1] if saved else peak[0][1])} (mean over seeds)")
-        _save(fig, out / "memory_by_method.png")
-        written.append(out / "memory_by_method.png")
+        fig.suptitle(f"Memory per method at T = {int((saved or peak)[0][1])} (mean over seeds)")
+        name = "memory_by_method.png"
     else:
-        print("skipped memory_vs_T.png: no runs with the data it needs")
+        return None
+    fig.tight_layout()
+    return name, fig
+
+
+def figures(root: Path) -> dict[str, Figure]:
+    """The plots of the finished runs under ``root``, by file name; a plot without data is left out."""
+    runs = [r for r in collect_runs(root) if r.ok]
     conn = [(str(r.key("method.schedule") or r.key("method")), 100 * (1 - sparsity_of(r.results)), _top1(r))
             for r in runs if sparsity_of(r.results) is not None and _top1(r) is not None]
-    line_plot("acc_vs_connectivity.png", _mean_by(conn), "connectivity (%)", "test top-1 (%)",
-              "Accuracy against connectivity", logx=True)
     width = [(str(r.key("method")), float(r.key("method.width")), _top1(r))
              for r in runs if r.key("method.width") is not None and _top1(r) is not None]
-    line_plot("width_sweep.png", _mean_by(width) if len({p[1] for p in width}) > 1 else {},
-              "surrogate width", "test top-1 (%)", "Width sweep (mean over seeds)", logx=True)
+    plots = {  # name: (series, xlabel, ylabel, title, logx)
+        "val_acc_vs_epoch.png": (val_curves(runs), "epoch", "validation top-1 (%)",
+                                 "Validation accuracy (protocol=paper runs: test accuracy)", False),
+        "acc_vs_connectivity.png": (_mean_by(conn), "connectivity (%)", "test top-1 (%)",
+                                    "Accuracy against connectivity", True),
+        "width_sweep.png": (_mean_by(width) if len({p[1] for p in width}) > 1 else {}, "surrogate width",
+                            "test top-1 (%)", "Width sweep (mean over seeds)", True),
+    }
+    out = {}
+    for name, (series, *labels) in plots.items():
+        if series:
+            out[name] = line_figure(series, *labels)
+        else:
+            print(f"skipped {name}: no runs with the data it needs")
+    memory = memory_figure(*memory_points(runs))
+    if memory is None:
+        print("skipped memory_vs_T.png: no runs with the data it needs")
+    else:
+        out[memory[0]] = memory[1]
+    return out
+
+
+def plot_all(root: Path, out: Path) -> list[Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    for name, fig in figures(root).items():
+        fig.savefig(out / name, dpi=120)
+        plt.close(fig)
+        print(f"wrote {out / name}")
+        written.append(out / name)
     return written
 
 

@@ -30,18 +30,28 @@ def compose_cfg(overrides: list[str] | None = None, output_dir: Path | None = No
     return cfg
 
 
-# quiet, quick runs: no rich progress bar / model summary in test logs
-QUIET = ["~callbacks.progress_bar", "~callbacks.model_summary", "trainer.enable_progress_bar=false",
-         "trainer.enable_model_summary=false"]
-
-
 @pytest.fixture
 def make_cfg(tmp_path: Path) -> Iterator[Callable[..., DictConfig]]:
-    def _make(*overrides: str, quiet: bool = True, name: str = "run") -> DictConfig:
-        return compose_cfg([*(QUIET if quiet else []), *overrides], tmp_path / name)
+    """The shipped configuration (default callbacks and loggers) with ``overrides``, run in ``tmp_path``."""
+
+    def _make(*overrides: str, name: str = "run") -> DictConfig:
+        return compose_cfg(list(overrides), tmp_path / name)
 
     yield _make
     GlobalHydra.instance().clear()
+
+
+# Backstop against hangs (pytest-timeout): a fast test fails after 15 min (the whole fast suite's
+# budget), a slow one after an hour, unless it sets its own @pytest.mark.timeout. Tests that launch
+# processes also time them out themselves (infra_utils.run_cmd) and report the processes' last lines.
+FAST_TEST_TIMEOUT_S, SLOW_TEST_TIMEOUT_S = 900, 3600
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.get_closest_marker("timeout") is None:
+            slow = item.get_closest_marker("slow") is not None
+            item.add_marker(pytest.mark.timeout(SLOW_TEST_TIMEOUT_S if slow else FAST_TEST_TIMEOUT_S))
 
 
 def config_options(group: str) -> list[str]:

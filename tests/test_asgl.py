@@ -255,8 +255,7 @@ def test_bad_parameters_fail_at_construction() -> None:
 # ---- method: configs and optimisers -----------------------------------------------------------
 TINY = ["model.channels=[4,8]", "data.image_size=16", "data.batch_size=32", "T=2",
         "++trainer.limit_train_batches=3", "++trainer.limit_val_batches=2", "++trainer.limit_test_batches=2",
-        "trainer.num_sanity_val_steps=0", "++trainer.enable_progress_bar=false", "logger=csv",
-        "callbacks.progress_bar=null", "callbacks.model_summary=null", "callbacks.lr_monitor=null"]
+        "trainer.num_sanity_val_steps=0"]
 
 
 def test_sg_baseline_config(tmp_path: Path) -> None:
@@ -382,8 +381,7 @@ def test_recipes_compose(recipe: str, tmp_path: Path) -> None:
 
 # ---- digits: ASGL vs SG at width 5 (README table) -----------------------------------------------
 # the README width sweep's budget: 16×16 digits, T = 2, batch 16, 12 epochs
-SWEEP = ["data.image_size=16", "data.batch_size=16", "T=2", "trainer.max_epochs=12", "logger=csv",
-         "callbacks.progress_bar=null", "callbacks.model_summary=null", "++trainer.enable_progress_bar=false"]
+SWEEP = ["data.image_size=16", "data.batch_size=16", "T=2", "trainer.max_epochs=12"]
 
 
 @pytest.mark.slow

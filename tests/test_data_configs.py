@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 from pathlib import Path
 
 import hydra
 import pytest
 from hydra import compose, initialize_config_dir
+from infra_utils import run_cmd
 
 from spikeforge.data.base import SpikeDataModule
 from spikeforge.data.fakes import write_cifar
@@ -46,8 +46,8 @@ def test_train_fast_dev_run_on_fake_cifar10(tmp_path: Path) -> None:
            "PYTHONPATH": str(ROOT / "src")}
     cmd = [sys.executable, str(ROOT / "src" / "train.py"), "data=cifar10", f"paths.data_dir={data_dir}",
            "++trainer.fast_dev_run=true", "data.num_workers=0", "data.persistent_workers=false",
-           "data.val_fraction=0.25", "data.batch_size=8", "logger=csv", f"hydra.run.dir={tmp_path / 'run'}"]
-    out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+           "data.val_fraction=0.25", "data.batch_size=8", f"hydra.run.dir={tmp_path / 'run'}"]
+    out = run_cmd(cmd, cwd=ROOT, env=env, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     assert (tmp_path / "run" / "results.json").is_file()
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import CONF, QUIET, compose_cfg
+from conftest import CONF, compose_cfg
 from omegaconf import DictConfig, OmegaConf
 from spikingjelly.activation_based import functional
 from spikingjelly.activation_based.neuron import DSRIFNode, DSRLIFNode
@@ -33,11 +33,9 @@ from spikeforge.neurons import build_neuron, is_neuron, list_neurons, neuron_fac
 from spikeforge.neurons.basic import ReLUNeuron
 from spikeforge.neurons.dsr import DSRIFNeuron, DSRLIFNeuron, dsr_weights, weighted_rate
 
-QUIET_CSV = [*QUIET, "logger=csv"]
-
 
 def dsr_cfg(tmp_path: Path, *overrides: str) -> DictConfig:
-    return compose_cfg([*QUIET_CSV, *overrides], tmp_path / "run")
+    return compose_cfg(list(overrides), tmp_path / "run")
 
 
 def const(values: list[float], T: int) -> torch.Tensor:

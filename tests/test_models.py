@@ -37,20 +37,27 @@ def n_params(m: torch.nn.Module) -> int:
     return sum(p.numel() for p in m.parameters())
 
 
-# ---- parameter counts (issue table / method specs) ------------------------------------------------
+# ---- parameter counts (README "Models" table / method specs) -----------------------------------------
 PARAM_COUNTS = [
-    ("sew_resnet18", 1000, 3, {}, 11_689_512),  # stds.md / SEW reference
+    ("convnet", 10, 3, {}, 26_266),  # default 16/32/64 channels
+    ("sew_resnet18", 1000, 3, {}, 11_689_512),  # stds.md / SEW reference (= torchvision resnet18)
+    ("sew_resnet34", 1000, 3, {}, 21_797_672),  # = torchvision resnet34
+    ("sew_resnet50", 1000, 3, {}, 25_557_032),  # = torchvision resnet50
+    ("spiking_resnet18", 1000, 3, {}, 11_689_512),
+    ("spiking_resnet34", 1000, 3, {}, 21_797_672),
     ("preact_spiking_resnet18", 10, 3, {}, 11_176_906),  # sltt.md, SLTT head
     ("preact_spiking_resnet18", 10, 3, {"head": "dsr"}, 11_176_906 + 2 * 10),  # + BatchNorm1d(10)
+    # dsr.md ImageNet: 7×7 stem, BN1d(1000) after the Linear
+    ("preact_spiking_resnet18_imagenet", 1000, 3, {}, 11_691_640),
     ("resnet18", 10, 3, {}, 11_173_962),  # ASGL
     ("resnet19", 10, 3, {}, 12_697_994),  # stbp_tdbn.md
     ("spiking_vgg11_bn", 10, 2, {}, 9_476_298),  # sltt.md
     ("spiking_vgg11_bn", 10, 2, {"head": "dsr"}, 9_476_298 + 2 * 10),
     ("vggsnn", 10, 2, {}, 9_268_736),  # ASGL VGGSNN2
-    ("nf_resnet34", 1000, 3, {}, 21_797_688),  # sltt.md
-    pytest.param("nf_resnet50", 1000, 3, {}, 25_557_048, marks=pytest.mark.slow),  # README "Models"
-    pytest.param("nf_resnet101", 1000, 3, {}, 44_549_193, marks=pytest.mark.slow),
-    ("convnet", 10, 3, {}, 26_266),  # README "Models": the default network
+    # torchvision's ResNet + one skip-init gain per block (WS gain + bias replace BN's affine pair)
+    ("nf_resnet34", 1000, 3, {}, 21_797_688),  # sltt.md; 16 blocks
+    ("nf_resnet50", 1000, 3, {}, 25_557_048),  # 16 blocks
+    ("nf_resnet101", 1000, 3, {}, 44_549_193),  # 33 blocks
     # 3→256 conv, 5 × 256→256 convs, 6 BNs, fc 16384→2048 and 2048→100 (1×1 convs, no bias)
     ("stds_cifarnet", 10, 3, {}, 3 * 256 * 9 + 5 * 256 * 256 * 9 + 6 * 2 * 256 + 16384 * 2048 + 2048 * 100),
 ]
@@ -60,7 +67,13 @@ PARAM_COUNTS = [
                          ids=[f"{v[0]}{'-' + '-'.join(map(str, v[3].values())) if v[3] else ''}"
                               for v in (getattr(p, "values", p) for p in PARAM_COUNTS)])
 def test_parameter_counts(name: str, classes: int, channels: int, kw: dict, expected: int) -> None:
-    assert n_params(build_model(name, classes, channels, neuron=LIF, norm=BN, **kw)) == expected
+    with torch.device("meta"):  # shapes only: no memory, no initialisation cost
+        model = build_model(name, classes, channels, neuron=LIF, norm=BN, **kw)
+    assert n_params(model) == expected
+
+
+def test_every_model_has_a_parameter_count() -> None:
+    assert {p[0] for p in PARAM_COUNTS} == set(list_models())
 
 
 @pytest.mark.parametrize("name", [
@@ -153,13 +166,17 @@ def test_small_cases_name_registered_models() -> None:
     assert {v[0] for v in SMALL.values()} <= set(list_models())
 
 
-def _single_step_supported(kind: str) -> bool:
-    """Kinds whose maths needs all T steps at once (if any) cannot run single-step."""
-    try:
-        build_neuron(kind, step_mode="s")(torch.zeros(2, 3))
-    except (ConfigError, NotImplementedError, ValueError, RuntimeError):
-        return False
-    return True
+# DSR's neurons differentiate the firing rate over all T steps at once (dsr.md): multi-step only, and
+# single-step mode is refused (test_multi_step_only_neurons_refuse_single_step). Every other kind must
+# run single-step; a failure there fails the test.
+MULTI_STEP_ONLY = {"dsr_if", "dsr_lif"}
+
+
+def test_multi_step_only_neurons_refuse_single_step() -> None:
+    assert set(list_neurons()) >= MULTI_STEP_ONLY
+    for kind in MULTI_STEP_ONLY:
+        with pytest.raises(ConfigError, match="single-step"):
+            build_neuron(kind, step_mode="s")(torch.zeros(2, 3))
 
 
 def _first_grad(model: torch.nn.Module) -> torch.Tensor:
@@ -194,7 +211,7 @@ def test_forward_backward_every_neuron(case: str, kind: str) -> None:
         assert out.shape == (T, N, C)
         functional.reset_net(model)
 
-    if not _single_step_supported(kind):
+    if kind in MULTI_STEP_ONLY:
         return
     model.zero_grad()
     functional.set_step_mode(model, "s")
@@ -220,23 +237,42 @@ def test_forward_backward_every_norm(case: str, kind: str) -> None:
     assert torch.isfinite(_first_grad(model)).all()
 
 
-@pytest.mark.parametrize("name", ["sew_resnet18", "resnet19", "spiking_vgg11_bn"])
-def test_full_width_forward(name: str) -> None:
-    """The papers' widths run too (smallest inputs); every model at full width: the slow test below."""
-    channels = 2 if "vgg" in name else 3
-    size = 32 if "vgg" in name else 8
-    model = build_model(name, C, channels, neuron=LIF, norm=BN, **({"T": 1} if "sew" in name else {}))
-    out = model(torch.rand(1, 2, channels, size, size))
-    assert out.shape == (1, 2, C)
+# the smallest input each model accepts at its real width: (channels, size); ImageNet stems (7×7/2 conv and
+# pool) take 16×16, CIFAR stems 8×8
+FULL_WIDTH_INPUT = {"vggsnn": (2, 48), "stds_cifarnet": (3, 32), "spiking_vgg11_bn": (2, 32)}
+IMAGENET_STEMS = ("sew_resnet", "spiking_resnet", "nf_resnet", "preact_spiking_resnet18_imagenet")
+
+
+def _full_width_case(name: str, T: int, size: int | None = None) -> tuple[torch.nn.Module, torch.Tensor]:
+    channels, smallest = FULL_WIDTH_INPUT.get(name, (3, 16 if name.startswith(IMAGENET_STEMS) else 8))
+    static = "T" in inspect.signature(MODELS.get(name)).parameters  # repeats the image over T itself
+    model = build_model(name, C, channels, neuron=LIF, norm=BN, **({"T": T} if static else {}))
+    return model, torch.rand(T, 2, channels, size or smallest, size or smallest)
+
+
+@pytest.mark.parametrize("name", sorted(list_models()))
+def test_full_width_forward_and_backward(name: str) -> None:
+    """Every model at the papers' width (its default), one small batch at the smallest input it takes, T = 1:
+    multi-step forward and backward with a finite gradient for every parameter, then single-step."""
+    torch.manual_seed(0)
+    model, x = _full_width_case(name, T=1)
+    out = model(x)
+    assert out.shape == (1, 2, C) and torch.isfinite(out).all()
+    out.sum().backward()
+    for pname, p in model.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all(), pname
+    functional.reset_net(model)
+    functional.set_step_mode(model, "s")
+    with torch.no_grad():
+        assert model(x[0]).shape == (2, C)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(set(list_models()) - {"convnet"}))
-def test_full_width_forward_and_backward(name: str) -> None:
-    channels, size = {"vggsnn": (2, 48), "stds_cifarnet": (3, 32), "spiking_vgg11_bn": (2, 48)}.get(name, (3, 64))
-    kw = {"T": 2} if name.startswith(("sew", "stds")) else {}
-    model = build_model(name, C, channels, neuron=LIF, norm=BN, **kw)
-    x = torch.rand(2, 2, channels, size, size)
+def test_full_width_forward_and_backward_64px_T2(name: str) -> None:
+    """The full version: 64×64 inputs (48×48 DVS, 32×32 for stds_cifarnet), T = 2, both step modes."""
+    size = {"vggsnn": 48, "stds_cifarnet": 32, "spiking_vgg11_bn": 48}.get(name, 64)
+    model, x = _full_width_case(name, T=2, size=size)
     out = model(x)
     out.sum().backward()
     assert out.shape == (2, 2, C)
@@ -384,8 +420,7 @@ def _compose(tmp_path: Path, overrides: list[str]) -> DictConfig:
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose(config_name="train", overrides=[
-            "data=digits", "++trainer.fast_dev_run=true", "~callbacks.progress_bar", "~callbacks.model_summary",
-            "++trainer.enable_progress_bar=false", "++trainer.enable_model_summary=false", "data.batch_size=4",
+            "data=digits", "++trainer.fast_dev_run=true", "data.batch_size=4",
             "T=2", *overrides])
     GlobalHydra.instance().clear()
     with open_dict(cfg):

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 from conftest import ROOT
+from infra_utils import run_cmd
 
 sys.path.insert(0, str(ROOT / "scripts"))
 
@@ -18,10 +18,10 @@ import summarize
 
 def test_multirun_is_summarised(tmp_path: Path) -> None:
     sweep = tmp_path / "sweep"
-    proc = subprocess.run(
-        [sys.executable, "src/train.py", "-m", "seed=0,1", "trainer.fast_dev_run=true", "callbacks.progress_bar=null",
+    proc = run_cmd(
+        [sys.executable, "src/train.py", "-m", "seed=0,1", "trainer.fast_dev_run=true",
          f"hydra.sweep.dir={sweep}"],
-        cwd=ROOT, capture_output=True, text=True, timeout=600,
+        cwd=ROOT, timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     jobs = sorted(p.name for p in sweep.iterdir() if p.is_dir() and (p / "results.json").is_file())

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import subprocess
 import sys
 
 import pytest
 from conftest import ROOT, compose_cfg, config_options
+from infra_utils import run_cmd
 from omegaconf import OmegaConf
 
 sys.path.insert(0, str(ROOT / "scripts"))
@@ -29,8 +29,8 @@ def test_experiment_composes_and_resolves(name: str, tmp_path) -> None:
 
 
 def test_cfg_job_prints_the_composed_config() -> None:
-    proc = subprocess.run([sys.executable, "src/train.py", f"experiment={EXPERIMENTS[0]}", "--cfg", "job"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    proc = run_cmd([sys.executable, "src/train.py", f"experiment={EXPERIMENTS[0]}", "--cfg", "job"], cwd=ROOT,
+                   timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "method:" in proc.stdout and "model:" in proc.stdout
 

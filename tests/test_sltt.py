@@ -7,7 +7,6 @@ from __future__ import annotations
 import copy
 import json
 import os
-import subprocess
 import sys
 import textwrap
 from pathlib import Path
@@ -15,6 +14,7 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
+from infra_utils import run_cmd
 from spikingjelly.activation_based import functional, layer
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -456,8 +456,7 @@ def test_ddp_one_allreduce_per_bucket_per_batch(tmp_path: Path) -> None:
     script.write_text(DDP_SCRIPT)
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1", "PL_DISABLE_FORK": "1"}
     env.pop("LOCAL_RANK", None)
-    proc = subprocess.run([sys.executable, str(script), str(tmp_path)], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=600)
+    proc = run_cmd([sys.executable, str(script), str(tmp_path)], cwd=tmp_path, env=env, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     r0, r1 = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
     buckets = r0["bptt"]["allreduce_per_batch"]  # one backward per batch: one all-reduce per bucket
@@ -477,10 +476,8 @@ def test_ddp_one_allreduce_per_bucket_per_batch(tmp_path: Path) -> None:
 # ---- accuracy on the embedded digits (slow) -------------------------------------------------------
 def _train_cli(tmp_path: Path, *overrides: str) -> dict:
     run_dir = tmp_path / "run"
-    cmd = [sys.executable, str(ROOT / "src" / "train.py"), *overrides, f"hydra.run.dir={run_dir}",
-           "logger=csv", "callbacks.progress_bar=null"]
-    proc = subprocess.run(cmd, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"},
-                          capture_output=True, text=True, timeout=1800)
+    cmd = [sys.executable, str(ROOT / "src" / "train.py"), *overrides, f"hydra.run.dir={run_dir}"]
+    proc = run_cmd(cmd, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=1800)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads((run_dir / "results.json").read_text())
 

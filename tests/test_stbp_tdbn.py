@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -14,6 +13,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.errors import InstantiationException
+from infra_utils import run_cmd
 from omegaconf import DictConfig, OmegaConf, open_dict
 from spikingjelly.activation_based import functional, layer
 
@@ -265,10 +265,6 @@ def test_fold_sequential_on_a_model() -> None:
 
 
 # ---- the method ---------------------------------------------------------------------------------
-QUIET = ["~callbacks.progress_bar", "~callbacks.model_summary", "++trainer.enable_progress_bar=false",
-         "++trainer.enable_model_summary=false"]
-
-
 def compose_cfg(overrides: list[str], output_dir: Path) -> DictConfig:
     GlobalHydra.instance().clear()
     os.environ.setdefault("SPIKEFORGE_ROOT", str(ROOT))
@@ -318,7 +314,7 @@ def test_method_rate_readout_option(tmp_path: Path) -> None:
 def test_method_fast_dev_run(tmp_path: Path) -> None:
     from spikeforge.run import train
 
-    cfg = compose_cfg([*QUIET, "method=stbp_tdbn", "data=digits", "debug=fdr", "logger=csv"], tmp_path / "run")
+    cfg = compose_cfg(["method=stbp_tdbn", "data=digits", "debug=fdr"], tmp_path / "run")
     results = train(cfg)
     assert results["method"] == "stbp_tdbn"
     assert math.isfinite(results["test"]["test/loss"])
@@ -357,10 +353,10 @@ def test_default_digits_run_reaches_90_percent(tmp_path: Path) -> None:
     """``python src/train.py method=stbp_tdbn data=digits`` (the default budget) reaches ≥ 90% test top-1."""
     run_dir = tmp_path / "run"
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")}
-    proc = subprocess.run(
+    proc = run_cmd(
         [sys.executable, str(ROOT / "src" / "train.py"), "method=stbp_tdbn", "data=digits",
-         f"hydra.run.dir={run_dir}", *QUIET],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=1200,
+         f"hydra.run.dir={run_dir}"],
+        cwd=ROOT, env=env, timeout=1200,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads((run_dir / "results.json").read_text())

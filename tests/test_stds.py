@@ -309,7 +309,6 @@ def _compose(tmp_path: Path, overrides: list[str]) -> DictConfig:
 
 TINY = [
     "method=stds", "model.channels=[4,8]", "data.image_size=8", "data.batch_size=64", "T=2",
-    "logger=csv", "callbacks.progress_bar=null", "callbacks.model_summary=null",
     "++trainer.limit_train_batches=3", "++trainer.limit_val_batches=1", "trainer.num_sanity_val_steps=0",
     "method.flat_width=0.2", "method.schedule=linear",
 ]
@@ -419,7 +418,7 @@ def test_digits_sparsity_and_accuracy_vs_dense(tmp_path: Path) -> None:
     """method=stds prunes >= 90% of the weights and stays within 3 points of the dense run."""
     from spikeforge.run import train
 
-    common = ["experiment=stds_digits", "logger=csv", "callbacks.progress_bar=null", "callbacks.model_summary=null"]
+    common = ["experiment=stds_digits"]
     sparse = train(_compose(tmp_path / "sparse", common))
     dense = train(_compose(tmp_path / "dense", [*common, "method.sparse_function=identity"]))
     assert sparse["sparsity"] >= 0.9
