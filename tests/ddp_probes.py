@@ -26,9 +26,9 @@ class RecordRank(L.Callback):
         if spikes:  # record what the neuron draws, without drawing anything itself
             first, draw = spikes[0], spikes[0].draw_mask
 
-            def recording_draw(x: torch.Tensor) -> torch.Tensor:
-                mask = draw(x)
-                if not self.masks:
+            def recording_draw(x: torch.Tensor) -> torch.Tensor | None:
+                mask = draw(x)  # None when p = 0 (asgl_sg: every element in spike mode)
+                if not self.masks and mask is not None:
                     self.masks.append(mask.detach().cpu().clone())
                 return mask
 

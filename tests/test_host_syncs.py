@@ -105,8 +105,7 @@ def test_at_most_one_host_sync_per_training_step(method: str, make_cfg) -> None:
     cfg = make_cfg(f"method={method}", "data.image_size=8", "model.channels=[8,16]", "model.pool_size=1", "T=2",
                    "data.batch_size=16", "trainer.max_epochs=1", f"trainer.limit_train_batches={STEPS}",
                    "trainer.limit_val_batches=2", "trainer.num_sanity_val_steps=0", "test=false",
-                   "inference_cost=false", "+callbacks.sync_counter._target_=test_host_syncs.SyncCounter",
-                   quiet=False)
+                   "inference_cost=false", "+callbacks.sync_counter._target_=test_host_syncs.SyncCounter")
     SyncCounter.instances.clear()
     train(cfg)
     counter = SyncCounter.instances[-1]

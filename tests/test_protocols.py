@@ -250,7 +250,7 @@ def test_paper_protocol_trains_on_all_training_samples_and_tests_every_epoch(mak
     # default callbacks and loggers (progress bar included), as users run it
     # the digits at their native 8×8 keep the run short; every training image is used
     cfg = make_cfg("protocol=paper", "T=2", "trainer.max_epochs=2", "inference_cost=false", "data.image_size=8",
-                   "model.pool_size=1", "data.batch_size=128", quiet=False)
+                   "model.pool_size=1", "data.batch_size=128")
     results = train(cfg)
     rest, _ = stratified_split(load_digits().target, cfg.data.test_fraction, cfg.data.split_seed)
     n_train = len(rest)  # every non-test digit trains: no validation hold-out

@@ -96,7 +96,7 @@ def is_spawned_child() -> bool:
 
 def export_job_config(cfg: DictConfig) -> None:
     """Called by rank 0 before fitting: children started from now on train this resolved config."""
-    if _uses_subprocess_ddp(cfg):
+    if uses_subprocess_ddp(cfg):
         os.environ[CONFIG_ENV] = OmegaConf.to_yaml(cfg, resolve=True)
     else:
         os.environ.pop(CONFIG_ENV, None)
@@ -118,7 +118,7 @@ def strategy_name(strategy: Any) -> str:
     return str(strategy)
 
 
-def _uses_subprocess_ddp(cfg: DictConfig) -> bool:
+def uses_subprocess_ddp(cfg: DictConfig) -> bool:
     tr = cfg.get("trainer") or {}
     strategy = strategy_name(tr.get("strategy", "auto"))
     devices = tr.get("devices", 1)
@@ -141,7 +141,7 @@ def _uses_subprocess_ddp(cfg: DictConfig) -> bool:
 
 def check_launcher(cfg: DictConfig, hydra_cfg: Any | None) -> None:
     """Refuse combinations where rank processes cannot get the job's config."""
-    if hydra_cfg is None or not _uses_subprocess_ddp(cfg):
+    if hydra_cfg is None or not uses_subprocess_ddp(cfg):
         return
     launcher = str(OmegaConf.select(hydra_cfg, "launcher._target_", default="") or "")
     if "joblib" in launcher.lower():
@@ -157,7 +157,7 @@ def check_external_launch(cfg: DictConfig, run_dir_from_clock: bool) -> None:
     external = ("SLURM_NTASKS" in os.environ and int(os.environ.get("SLURM_NTASKS", "1")) > 1) or (
         "TORCHELASTIC_RUN_ID" in os.environ
     )
-    if external and run_dir_from_clock and _uses_subprocess_ddp(cfg):
+    if external and run_dir_from_clock and uses_subprocess_ddp(cfg):
         raise ConfigError(
             "every rank of a srun/torchrun launch composes its own config, so the run directory "
             "must not depend on the clock; pass run_dir=outputs/train/slurm/$SLURM_JOB_ID "

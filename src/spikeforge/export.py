@@ -80,12 +80,12 @@ class Classifier(nn.Module):
 def _unexportable(m: nn.Module) -> str | None:
     """Why NIR cannot express neuron ``m`` (None when it can, possibly after :func:`_nir_neuron`)."""
     from spikeforge.neurons.asgl import ASGLLIF
-    from spikeforge.neurons.basic import ReLUNeuron
+    from spikeforge.neurons.basic import IFNeuron, LIFNeuron, ReLUNeuron
     from spikeforge.neurons.dsr import DSRNeuron
     from spikeforge.neurons.sltt import SLTTLIFNeuron
     from spikeforge.neurons.stbp import STBPLIFNode
 
-    if type(m) in (sj_neuron.LIFNode, sj_neuron.IFNode, SLTTLIFNeuron):
+    if type(m) in (sj_neuron.LIFNode, sj_neuron.IFNode, LIFNeuron, IFNeuron, SLTTLIFNeuron):
         return "reset by subtraction (v_reset=None)" if m.v_reset is None else None
     if isinstance(m, STBPLIFNode):
         return None if 0.0 < m.decay < 1.0 else f"decay {m.decay} outside (0, 1)"
@@ -101,11 +101,15 @@ def _unexportable(m: nn.Module) -> str | None:
 def _nir_neuron(m: nn.Module) -> nn.Module:
     """spikingjelly's ``LIFNode``/``IFNode`` with the forward dynamics of ``m`` (what the exchange maps)."""
     from spikeforge.neurons.asgl import ASGLLIF
+    from spikeforge.neurons.basic import IFNeuron
     from spikeforge.neurons.stbp import STBPLIFNode
 
     if type(m) in (sj_neuron.LIFNode, sj_neuron.IFNode):
         return m
-    if isinstance(m, sj_neuron.LIFNode | sj_neuron.BaseNode) and hasattr(m, "tau"):  # SLTT's LIF, hard reset
+    if isinstance(m, IFNeuron):  # spikeforge's IF (fp32 state, backends): the plain node for the exchange
+        return sj_neuron.IFNode(v_threshold=m.v_threshold, v_reset=m.v_reset, step_mode=m.step_mode)
+    # spikeforge's LIF and SLTT's (hard reset): the plain node
+    if isinstance(m, sj_neuron.LIFNode | sj_neuron.BaseNode) and hasattr(m, "tau"):
         return sj_neuron.LIFNode(tau=m.tau, decay_input=m.decay_input, v_threshold=m.v_threshold,
                                  v_reset=m.v_reset, step_mode=m.step_mode)
     # u_t = d·u_{t−1} + x_t, hard reset to 0 = LIFNode(decay_input=False, tau = 1/(1 − d)) (stbp_tdbn.md,

@@ -455,8 +455,11 @@ def run_cli(fn: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
             code = user_error.exit_code if user_error is not None else 1
         record_in_run_log(run_dir, line, e)
         print(line, file=sys.stderr)
-        if sweep:
+        if sweep and not distributed.uses_subprocess_ddp(cfg):
             raise  # Hydra records the failed job and runs the next one
+        # A DDP job that failed leaves rank processes Lightning's launcher is still tearing down (it kills
+        # every child of this process when one of them fails), so the next job could not start its own
+        # ranks safely: under DDP a failing job ends the sweep with its one-line error and exit code.
         sys.exit(code)
 
 
