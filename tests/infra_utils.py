@@ -106,6 +106,7 @@ def cli_in_process(args: list[str]) -> tuple[int, str]:
     err = io.StringIO()
     argv = sys.argv
     code = 0
+    GlobalHydra.instance().clear()  # an earlier in-process app or compose may have left it initialised
     sys.argv = [str(ROOT / "src" / "train.py"), *args]
     try:
         with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
