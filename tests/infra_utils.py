@@ -97,6 +97,17 @@ def results(run_dir: Path) -> dict[str, Any]:
     return json.loads((Path(run_dir) / "results.json").read_text())
 
 
+def assert_same_run(a: Path, b: Path) -> None:
+    """Run ``b`` (e.g. killed and resumed) ended exactly like run ``a``: every weight, the metrics, steps."""
+    sa, sb = final_state(a), final_state(b)
+    assert sa.keys() == sb.keys()
+    for k in sa:
+        assert torch.equal(sa[k], sb[k]), f"{k} differs after resume"
+    ra, rb = results(a), results(b)
+    for key in ("val", "test", "best_val_acc1", "global_steps", "epochs"):
+        assert ra[key] == rb[key], (key, ra[key], rb[key])
+
+
 def cli_in_process(args: list[str]) -> tuple[int, str]:
     """Run ``src/train.py args`` in this process (Hydra app and all); (exit code, stderr)."""
     import runpy

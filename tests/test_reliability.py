@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from infra_utils import TINY, cli_in_process, final_state, method_names, results, run_train
+from infra_utils import TINY, assert_same_run, cli_in_process, final_state, method_names, results, run_train
 
 from spikeforge.callbacks.resume import ResumableSampler
 from spikeforge.plugins.checkpoint_io import AtomicCheckpointIO
@@ -19,15 +19,6 @@ from spikeforge.plugins.checkpoint_io import AtomicCheckpointIO
 SHORT = [*TINY, "++trainer.limit_train_batches=12", "++trainer.limit_val_batches=3", "++trainer.limit_test_batches=3",
          "reliability.checkpoint_every_n_steps=5", "model.dropout=0.3"]
 
-
-def assert_same_run(a: Path, b: Path) -> None:
-    sa, sb = final_state(a), final_state(b)
-    assert sa.keys() == sb.keys()
-    for k in sa:
-        assert torch.equal(sa[k], sb[k]), f"{k} differs after resume"
-    ra, rb = results(a), results(b)
-    for key in ("val", "test", "best_val_acc1", "global_steps", "epochs"):
-        assert ra[key] == rb[key], (key, ra[key], rb[key])
 
 
 def kill_and_resume(tmp: Path, args: list[str], kill_step: int) -> Path:

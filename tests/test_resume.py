@@ -15,15 +15,13 @@ from typing import Any
 
 import pytest
 import torch
-from infra_utils import TINY, final_state, method_names, results, train_forked, tree_digest
+from infra_utils import TINY, assert_same_run, method_names, train_forked, tree_digest
 
 from spikeforge.loggers import read_metrics_csv
 
 # 2 epochs of 5 batches; last.ckpt every 3 steps (3, 6, 9) and at epoch ends (5, 10); every step logged;
-# dropout, so that the restored RNG state matters. Default callbacks and loggers (TINY's quiet
-# progress bar / model summary / csv-only logger are put back).
-QUIET = {"logger=csv", "callbacks.progress_bar=null", "callbacks.model_summary=null"}
-RUN = [*(a for a in TINY if a not in QUIET), "++trainer.limit_train_batches=5", "++trainer.limit_val_batches=2",
+# dropout, so that the restored RNG state matters. Default callbacks and loggers (TINY keeps them).
+RUN = [*TINY, "++trainer.limit_train_batches=5", "++trainer.limit_val_batches=2",
        "++trainer.limit_test_batches=2", "reliability.checkpoint_every_n_steps=3", "++trainer.log_every_n_steps=1",
        "model.dropout=0.3"]
 KILL = ["+callbacks.kill._target_=infra_utils.KillAt"]
@@ -62,15 +60,6 @@ def assert_same_logs(ref: Path, run: Path) -> None:
             assert len({s for s, _ in points}) == len(points), f"TensorBoard {tag} has a step twice: {points}"
     assert tb == ref_tb
 
-
-def assert_same_run(ref: Path, run: Path) -> None:
-    a, b = final_state(ref), final_state(run)
-    assert a.keys() == b.keys()
-    for k in a:
-        assert torch.equal(a[k], b[k]), f"{k} differs after resume"
-    ra, rb = results(ref), results(run)
-    for key in ("val", "test", "best_val_acc1", "global_steps", "epochs"):
-        assert ra[key] == rb[key], (key, ra[key], rb[key])
 
 
 def checkpoint_files_exist(run: Path) -> None:
