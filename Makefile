@@ -7,6 +7,10 @@ STAMP := $(VENV)/.installed
 ARGS ?=
 # Test runner options (e.g. make test PYTEST_ARGS="-k sltt -x")
 PYTEST_ARGS ?=
+# pytest-xdist workers, each test file on one worker with one torch thread (tests/conftest.py); 0 runs
+# the suite in one process
+TEST_WORKERS ?= 2
+XDIST := -n $(TEST_WORKERS) --dist loadfile
 
 .DEFAULT_GOAL := help
 .PHONY: help install train eval test test-slow test-all lint format clean-outputs prepare-dvs bench-data repro-list compare
@@ -31,13 +35,13 @@ eval: install  ## evaluate a checkpoint: make eval ARGS="ckpt_path=outputs/.../l
 	$(PY) src/eval.py $(ARGS)
 
 test: install  ## fast test suite (no GPU, no datasets)
-	$(PY) -m pytest -m "not slow" -q $(PYTEST_ARGS)
+	$(PY) -m pytest -m "not slow" -q $(XDIST) $(PYTEST_ARGS)
 
 test-slow: install  ## long checks: accuracy targets, kill-and-resume, sweeps
-	$(PY) -m pytest -m slow -q $(PYTEST_ARGS)
+	$(PY) -m pytest -m slow -q $(XDIST) $(PYTEST_ARGS)
 
 test-all: install  ## fast and slow tests
-	$(PY) -m pytest -q $(PYTEST_ARGS)
+	$(PY) -m pytest -q $(XDIST) $(PYTEST_ARGS)
 
 lint: install  ## ruff
 	$(VENV)/bin/ruff check src tests scripts
