@@ -265,6 +265,22 @@ def test_bf16_mixed_on_cpu_bptt(tmp_path: Path) -> None:
     assert res["global_steps"] == 10
 
 
+def test_a_failing_ddp_job_ends_its_sweep_with_its_error(tmp_path: Path) -> None:
+    """README "Scaling out": under DDP a failing `-m` job ends the sweep with its one-line error and exit
+    code (without DDP the sweep runs every job). Job 0's loss turns NaN at step 2 on both ranks; the
+    sweep must neither hang nor start job 1, and job 0 keeps its last good checkpoint."""
+    sweep = tmp_path / "sweep"
+    r = launch(["-m", *DDP, "T=2,3", "trainer=ddp_cpu", "trainer.devices=2", f"hydra.sweep.dir={sweep}",
+                "reliability.checkpoint_every_n_steps=1", "+callbacks.poison._target_=infra_utils.PoisonAt",
+                "+callbacks.poison.step=2"], timeout=300)
+    assert r.returncode == 3, r.stderr[-3000:]  # NonFiniteLossError's exit code
+    errors = [ln for ln in r.stderr.splitlines() if ln.startswith("error: ")]
+    assert errors and "training loss became nan at global step 2" in errors[-1], r.stderr[-3000:]
+    assert not (sweep / "1").exists() and not list(sweep.rglob("results.json"))
+    assert "training loss became nan at global step 2" in (sweep / "0" / "train.log").read_text()
+    assert torch.load(sweep / "0" / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 2
+
+
 @pytest.mark.slow
 def test_multirun_with_ddp_cpu_trains_each_jobs_config(tmp_path: Path) -> None:
     sweep, dump = tmp_path / "sweep", tmp_path / "dump"
