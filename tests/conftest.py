@@ -65,3 +65,17 @@ def config_options(group: str) -> list[str]:
     """Every option of a config group (file names under conf/<group>/, nested folders included)."""
     base = CONF / group
     return sorted(str(p.relative_to(base).with_suffix("")) for p in base.rglob("*.yaml"))
+
+
+# CIFAR augmentations off: what a test sees is the stored image, normalised
+CIFAR_AUG_OFF = {"random_crop": False, "flip": False, "autoaugment": False}
+
+
+def fake_cifar_root(factory: pytest.TempPathFactory, name: str, train_per_class: int, test_per_class: int,
+                    seed: int = 0) -> Path:
+    """A fresh ``<name>`` tree in torchvision's on-disk pickle format (``spikeforge.data.fakes``)."""
+    from spikeforge.data.fakes import write_cifar
+
+    root = factory.mktemp(name)
+    write_cifar(root, name, train_per_class=train_per_class, test_per_class=test_per_class, seed=seed)
+    return root

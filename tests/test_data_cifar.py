@@ -8,27 +8,24 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import CIFAR_AUG_OFF, fake_cifar_root
 
 from spikeforge.data.cifar import CIFAR_MEAN_STD, CIFAR10DataModule, CIFAR100DataModule, Cutout
 from spikeforge.data.fakes import write_cifar
 from spikeforge.errors import ConfigError, DataError
 
-OFF = {"random_crop": False, "flip": False, "autoaugment": False}
+OFF = CIFAR_AUG_OFF
 ON = {"random_crop": True, "flip": True, "autoaugment": True}
 
 
 @pytest.fixture(scope="module")
 def cifar10_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("cifar10")
-    write_cifar(root, "cifar10", train_per_class=5, test_per_class=2, seed=0)
-    return root
+    return fake_cifar_root(tmp_path_factory, "cifar10", train_per_class=5, test_per_class=2)
 
 
 @pytest.fixture(scope="module")
 def cifar100_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("cifar100")
-    write_cifar(root, "cifar100", train_per_class=2, test_per_class=1, seed=1)
-    return root
+    return fake_cifar_root(tmp_path_factory, "cifar100", train_per_class=2, test_per_class=1, seed=1)
 
 
 def _dm(root: Path, cls=CIFAR10DataModule, **kw) -> CIFAR10DataModule:

@@ -19,7 +19,7 @@ import hydra
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT, compose_cfg
+from conftest import CIFAR_AUG_OFF, ROOT, compose_cfg, fake_cifar_root
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 from sklearn.datasets import load_digits
@@ -28,18 +28,16 @@ from torchvision import transforms as T
 from spikeforge.data.base import stratified_split
 from spikeforge.data.cifar import CIFAR10DataModule, Cutout, RandomErasingCutout
 from spikeforge.data.dvs import CIFAR10DVSDataModule, FrameTransform, uint8_wrap
-from spikeforge.data.fakes import write_cifar, write_cifar10_dvs_events
+from spikeforge.data.fakes import write_cifar10_dvs_events
 from spikeforge.errors import ConfigError
 from spikeforge.protocol import apply_protocol
 
-OFF = {"random_crop": False, "flip": False, "autoaugment": False}
+OFF = CIFAR_AUG_OFF
 
 
 @pytest.fixture(scope="module")
 def cifar10_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("cifar10")
-    write_cifar(root, "cifar10", train_per_class=10, test_per_class=1, seed=0)
-    return root
+    return fake_cifar_root(tmp_path_factory, "cifar10", train_per_class=10, test_per_class=1)
 
 
 @pytest.fixture(scope="module")
