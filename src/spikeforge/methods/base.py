@@ -101,7 +101,11 @@ class SpikingClassifier(L.LightningModule):
         if self.channels_last:  # model.channels_last=true: NHWC conv weights (and inputs, see encode)
             net = net.to(memory_format=torch.channels_last)
         if compile_net:  # model.compile=true: torch.compile in place (state-dict keys unchanged)
-            net.compile()
+            # static shapes: a layer's shapes do not change between steps, and automatic dynamic shapes
+            # (recompiling a neuron's code for the next layer's shape after a graph break, e.g. ASGL's
+            # mask draw from its own generator) stops Inductor (torch 2.14: "cannot determine truth
+            # value of Relational")
+            net.compile(dynamic=False)
         return net
 
     # ---- forward ----------------------------------------------------------------------------
