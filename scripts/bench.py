@@ -23,7 +23,7 @@ optimiser step) and its memory:
 - ``compile``: the method with ``model.compile=true`` (``torch.compile`` of the network).
 - ``paired``: ``method`` and ``plain`` steps alternating in one process (each timed alone), so that
   the framework-overhead ratio is not skewed by a load that changes between processes (shared
-  machines); its memory figures are the method's plus a second copy of the network.
+  machines); its overhead is the median of the per-step ratios; its memory figures are the method's plus a second copy of the network.
 
 Memory (``spikeforge.utils.memory``, the same figures a run writes to ``results.json``): the peak of
 the bytes saved for backward (``torch.autograd.graph.saved_tensors_hooks``, live bytes counted per
@@ -480,6 +480,15 @@ def _key(r: dict[str, Any]) -> tuple[Any, ...]:
     return r.get("method_label", r["method"]), r["model"], r["batch"]
 
 
+def paired_overhead(row: dict[str, Any]) -> float:
+    """Median over steps of (our step / the plain step timed right after it): each ratio compares two
+    steps under the same machine load, which the ratio of two medians does not."""
+    pairs = list(zip(row.get("step_s_all") or [], row.get("plain_step_s_all") or [], strict=False))
+    if not pairs:
+        return row["step_s"] / row["plain_step_s"]
+    return statistics.median(ours / plain for ours, plain in pairs)
+
+
 def add_ratios(rows: list[dict[str, Any]]) -> None:
     """``ann_ratio`` = step / (T × ANN step); ``overhead`` = step / plain-loop step (same T);
     ``batched_speedup`` = stepwise / plain step."""
@@ -493,7 +502,7 @@ def add_ratios(rows: list[dict[str, Any]]) -> None:
         if r["variant"] in ("method", "compile") and (*_key(r), r["T"]) in plain:
             r["overhead"] = r["step_s"] / plain[(*_key(r), r["T"])]
         if r["variant"] == "paired" and r.get("plain_step_s"):
-            r["overhead"] = r["step_s"] / r["plain_step_s"]
+            r["overhead"] = paired_overhead(r)
         if r["variant"] == "plain" and (*_key(r), r["T"]) in stepwise:
             r["batched_speedup"] = stepwise[(*_key(r), r["T"])] / r["step_s"]
 
@@ -619,7 +628,7 @@ def markdown_report(report: dict[str, Any]) -> str:
             f"{_fmt(r.get('step_s'))} | {_fmt(r.get('ann_ratio'), digits=2)} | {_fmt(r.get('overhead'), digits=3)} | "
             f"{saved} | {_fmt(r.get('rss_peak_bytes'), MB, 0)} | {_fmt(r.get('gpu_peak_bytes'), MB, 0)} |")
     lines += ["", "ANN ratio = step / (T × step of the same graph with ReLU neurons at T = 1); overhead = step / "
-              "step of the plain spikingjelly + torch loop at the same T; saved MB = peak bytes saved for "
+              "step of the plain spikingjelly + torch loop at the same T (paired: the median of per-step ratios); saved MB = peak bytes saved for "
               "backward (in brackets: parameters among them); peak RSS of the configuration's own process.", ""]
     if report.get("targets"):
         lines += ["## Targets", ""]

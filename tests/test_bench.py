@@ -133,6 +133,11 @@ def test_ratios_and_targets() -> None:
     bench.add_ratios(rows)
     assert rows[-1]["overhead"] == pytest.approx(1.02)
     assert status("SLTT step within 5% of the plain spikingjelly loop") == "PASS"
+    # with per-step times: the median of per-step ratios (a load spike slows both steps of a pair),
+    # here 1.01, where the ratio of the two medians would be 2.0 / 1.0
+    rows[-1].update(step_s_all=[1.01, 2.02, 4.04], plain_step_s_all=[1.0, 2.0, 4.0], step_s=2.02, plain_step_s=1.0)
+    bench.add_ratios(rows)
+    assert rows[-1]["overhead"] == pytest.approx(1.01)
     assert all(t["status"] == "NOT MEASURED" for t in bench.evaluate_targets([]))
 
 
