@@ -23,7 +23,8 @@ optimiser step) and its memory:
 - ``compile``: the method with ``model.compile=true`` (``torch.compile`` of the network).
 - ``paired``: ``method`` and ``plain`` steps alternating in one process (each timed alone), so that
   the framework-overhead ratio is not skewed by a load that changes between processes (shared
-  machines); its overhead is the median of the per-step ratios; its memory figures are the method's plus a second copy of the network.
+  machines); its overhead is the median of the per-step ratios; its memory figures are the method's
+  plus a second copy of the network.
 
 Memory (``spikeforge.utils.memory``, the same figures a run writes to ``results.json``): the peak of
 the bytes saved for backward (``torch.autograd.graph.saved_tensors_hooks``, live bytes counted per
@@ -628,7 +629,8 @@ def markdown_report(report: dict[str, Any]) -> str:
             f"{_fmt(r.get('step_s'))} | {_fmt(r.get('ann_ratio'), digits=2)} | {_fmt(r.get('overhead'), digits=3)} | "
             f"{saved} | {_fmt(r.get('rss_peak_bytes'), MB, 0)} | {_fmt(r.get('gpu_peak_bytes'), MB, 0)} |")
     lines += ["", "ANN ratio = step / (T × step of the same graph with ReLU neurons at T = 1); overhead = step / "
-              "step of the plain spikingjelly + torch loop at the same T (paired: the median of per-step ratios); saved MB = peak bytes saved for "
+              "step of the plain spikingjelly + torch loop at the same T (paired: the median of per-step ratios); "
+              "saved MB = peak bytes saved for "
               "backward (in brackets: parameters among them); peak RSS of the configuration's own process.", ""]
     if report.get("targets"):
         lines += ["## Targets", ""]
