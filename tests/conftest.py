@@ -26,11 +26,12 @@ torch.set_num_threads(1 if XDIST_WORKER else max(1, min(2, os.cpu_count() or 1))
 
 
 def compose_cfg(overrides: list[str] | None = None, output_dir: Path | None = None,
-                config_name: str = "train") -> DictConfig:
-    """Compose ``conf/<config_name>.yaml`` with ``overrides``; ``paths.output_dir`` → ``output_dir``."""
+                config_name: str = "train", return_hydra_config: bool = False) -> DictConfig:
+    """Compose ``conf/<config_name>.yaml`` with ``overrides``; ``paths.output_dir`` → ``output_dir``.
+    ``return_hydra_config`` keeps the ``hydra`` node (launcher, sweeper: what ``hydra.*`` overrides set)."""
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose(config_name=config_name, overrides=overrides or [])
+        cfg = compose(config_name=config_name, overrides=overrides or [], return_hydra_config=return_hydra_config)
     with open_dict(cfg):
         cfg.paths.output_dir = str(output_dir) if output_dir is not None else "/tmp/spikeforge-test"
         cfg.paths.log_dir = str(output_dir.parent) if output_dir is not None else "/tmp"

@@ -1,5 +1,6 @@
-"""Every ``python src/...`` and ``make ...`` command line of the README's "Quick start" and "Running"
-sections runs as written, read from README.md (so the test follows the README), with a tiny budget
+"""Every ``python src/...`` and ``make ...`` command line of the README's "Quick start" and of
+docs/running.md's "Running a configuration" runs as written, read from those files (so the test
+follows the docs), with a tiny budget
 appended, in a fresh copy of the repository: the tracked and new files only (no outputs, caches or
 data of the developer's tree) and a ``.venv`` of its own that holds the installed packages.
 ``python`` is the ``.venv``'s, as after ``source .venv/bin/activate`` (the Quick start's step);
@@ -28,13 +29,17 @@ TINY = ["data.image_size=8", "trainer.max_epochs=1", "trainer.limit_train_batche
 TINY_TEST = "tests/test_packaging.py -k python_311 -q"
 
 
-def readme_commands(sections: tuple[str, ...] = ("Quick start", "Running")) -> list[str]:
+# (file, section): the Quick start stays in the README, the running commands live in docs/running.md
+SECTIONS = (("README.md", "Quick start"), ("docs/running.md", "Running a configuration"))
+
+
+def readme_commands(sections: tuple[tuple[str, str], ...] = SECTIONS) -> list[str]:
     """The ``python src/...`` and ``make ...`` lines of the code blocks of ``sections`` (comments cut)."""
-    text = (ROOT / "README.md").read_text(encoding="utf-8")
     commands = []
-    for title in sections:
+    for path, title in sections:
+        text = (ROOT / path).read_text(encoding="utf-8")
         m = re.search(rf"^## {re.escape(title)}\n(.*?)(?=^## )", text, re.S | re.M)
-        assert m, f"README has no section {title!r}"
+        assert m, f"{path} has no section {title!r}"
         for block in re.findall(r"```bash\n(.*?)```", m.group(1), re.S):
             for line in block.splitlines():
                 line = line.split(" #", 1)[0].strip()
@@ -91,7 +96,7 @@ def run(argv: list[str], checkout: Path, env: dict[str, str], timeout: float = 3
     return out
 
 
-def test_readme_names_the_commands() -> None:
+def test_readme_and_docs_name_the_commands() -> None:
     commands = readme_commands()
     assert "make train" in commands and "make test" in commands
     assert sum(c.startswith("python src/train.py") for c in commands) >= 5
@@ -113,7 +118,7 @@ def _check_output(command: str, out: subprocess.CompletedProcess) -> None:
         assert noise not in text, f"{command} printed {noise!r}:\n{text[-3000:]}"
 
 
-def test_every_readme_command_runs_as_written(checkout: Path) -> None:
+def test_every_readme_and_docs_command_runs_as_written(checkout: Path) -> None:
     env = activated_env(checkout)
     runs = checkout / "outputs" / "train" / "runs"
     commands = readme_commands()
@@ -125,7 +130,7 @@ def test_every_readme_command_runs_as_written(checkout: Path) -> None:
         _check_output(command, out)
     for command in (c for c in commands if "<run>" in c):
         latest = max((p for p in runs.iterdir() if (p / "checkpoints" / "last.ckpt").is_file()), key=lambda p: p.name)
-        command = command.replace("<run>", latest.name)  # the run directory the README leaves to the reader
+        command = command.replace("<run>", latest.name)  # the run directory the docs leave to the reader
         _check_output(command, run(with_budget(command), checkout, env))
     assert len([p for p in runs.iterdir() if (p / "results.json").is_file()]) >= 6
     multiruns = list((checkout / "outputs" / "train" / "multiruns").glob("*/*/results.json"))
