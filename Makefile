@@ -73,5 +73,5 @@ bench: install  ## training-step time/memory per method x model x T vs ANN and p
 	$(PY) scripts/bench.py $(ARGS)
 
 .PHONY: gpu-check
-gpu-check: install  ## on a CUDA machine: AMP steps of every method, host syncs, fused neurons, bench → docs/benchmarks/gpu-<date>/ (README "GPU")
+gpu-check: install  ## on a CUDA machine: AMP steps of every method, host syncs, fused neurons, bench → docs/benchmarks/gpu-<date>/ (docs/performance.md "GPU")
 	scripts/gpu_check.sh $(ARGS)

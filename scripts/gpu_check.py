@@ -1,4 +1,4 @@
-"""The GPU check (``make gpu-check``, ``scripts/gpu_check.sh``; README "GPU"): parts (a)–(c).
+"""The GPU check (``make gpu-check``, ``scripts/gpu_check.sh``; docs/performance.md "GPU check"): parts (a)–(c).
 
 (a) every method × ``16-mixed`` and ``bf16-mixed``: a few training steps of preact_spiking_resnet18 on
     one CIFAR-shaped synthetic batch (repeated), through the method's LightningModule, the run's

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU check (README "GPU"): run on a machine with one CUDA device, from the repository root:
+# The GPU check (docs/performance.md "GPU check"): run on a machine with one CUDA device, from the repository root:
 #   make gpu-check                      # or: scripts/gpu_check.sh [--dry-run]
 # (a)+(b)+(c): scripts/gpu_check.py — every method x 16-mixed/bf16-mixed on preact_spiking_resnet18
 #   (finite, decreasing loss; <= 1 host sync per step from src/spikeforge under

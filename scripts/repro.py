@@ -142,7 +142,7 @@ def _table() -> str:
 PROTOCOL_NOTE = (
     "protocol: paper = the paper's evaluation (full training split, test every epoch, best and last test accuracy "
     "reported: test-set selection), the default of every recipe with a paper result; add protocol=clean to a "
-    "make target's ARGS for validation-only selection (README \"Evaluation protocols\")."
+    "make target's ARGS for validation-only selection (docs/protocols.md)."
 )
 
 

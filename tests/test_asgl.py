@@ -379,8 +379,8 @@ def test_recipes_compose(recipe: str, tmp_path: Path) -> None:
     OmegaConf.resolve(cfg)
 
 
-# ---- digits: ASGL vs SG at width 5 (README table) -----------------------------------------------
-# the README width sweep's budget: 16×16 digits, T = 2, batch 16, 12 epochs
+# ---- digits: ASGL vs SG at width 5 (docs/methods/asgl.md table) --------------------------------------
+# the width sweep's budget (docs/methods/asgl.md): 16×16 digits, T = 2, batch 16, 12 epochs
 SWEEP = ["data.image_size=16", "data.batch_size=16", "T=2", "trainer.max_epochs=12"]
 
 

@@ -1,4 +1,4 @@
-"""The GPU-facing options on CPU (README "GPU"): ``model.channels_last``, ``model.compile`` for every
+"""The GPU-facing options on CPU (docs/performance.md "GPU"): ``model.channels_last``, ``model.compile`` for every
 method, and the GPU check's refusal without CUDA and its CPU rehearsal (``--dry-run``)."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Host-device synchronisations from the project's own code in the training step (README "GPU").
+"""Host-device synchronisations from the project's own code in the training step (docs/performance.md "GPU").
 
 A GPU step should never wait for the device except where a value is genuinely needed on the host: at
 most one synchronisation per training step, whatever the method. On CPU there is no device to wait

@@ -37,7 +37,7 @@ def n_params(m: torch.nn.Module) -> int:
     return sum(p.numel() for p in m.parameters())
 
 
-# ---- parameter counts (README "Models" table / method specs) -----------------------------------------
+# ---- parameter counts (docs/models.md table / method specs) -----------------------------------------
 PARAM_COUNTS = [
     ("convnet", 10, 3, {}, 26_266),  # default 16/32/64 channels
     ("sew_resnet18", 1000, 3, {}, 11_689_512),  # stds.md / SEW reference (= torchvision resnet18)

@@ -1,4 +1,4 @@
-"""Neuron implementations (README "GPU"): ``neuron.backend`` selection, fused == reference (outputs and
+"""Neuron implementations (docs/performance.md "GPU"): ``neuron.backend`` selection, fused == reference (outputs and
 gradients, every neuron kind), and the float32 membrane state under bf16 autocast."""
 
 from __future__ import annotations

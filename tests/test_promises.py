@@ -1,4 +1,4 @@
-"""Scaled-down CI versions of what the README promises per method (the full checks are `make test-slow`):
+"""Scaled-down CI versions of what the method pages (docs/methods/) promise (the full checks are `make test-slow`):
 every method learns the embedded digits well above chance, and every method trains under bf16 autocast."""
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from spikeforge.run import train
 METHODS = config_options("method")
 
 # ---- digits accuracy, per method ------------------------------------------------------------------
-# The README's accuracies (≥ 90–98% after 10 epochs on 32×32 digits, `pytest -m slow`) scaled down:
+# The method pages' accuracies (≥ 90–98% after 10 epochs on 32×32 digits, `pytest -m slow`) scaled down:
 # 8×8 digits, a 16/32-channel convnet, T = 2, 3 epochs of batch 32 (123 optimiser steps), each method's
 # own defaults otherwise. Chance is 10%; the bounds sit about 10 points below what these runs reached
 # (test top-1 in the comments, seed 42), so they fail when a method stops learning, not on noise.
@@ -36,7 +36,7 @@ MIN_TEST_TOP1 = {
     "stbp_tdbn": 0.75,  # 88.9%
     "stds": 0.60,  # 71.9%, pruning as it trains
 }
-# per-method overrides: the ANN runs T = 1 (README DSR table); SLTT-K back-propagates one step of two
+# per-method overrides: the ANN runs T = 1 (docs/methods/dsr.md table); SLTT-K back-propagates one step of two
 EXTRA = {"dsr_ann": ["T=1"], "sltt_k": ["method.K=1"]}
 
 
@@ -79,7 +79,7 @@ def autocast_probe(key: str) -> AutocastProbe:
 
 @pytest.mark.parametrize("method", METHODS)
 def test_method_trains_under_bf16(method: str, tmp_path: Path) -> None:
-    """`trainer.precision=bf16-mixed` (README "Scaling out") for every method: 4 steps, autocast active in
+    """`trainer.precision=bf16-mixed` (docs/scaling.md) for every method: 4 steps, autocast active in
     the network, finite training loss and test metrics (the full version: `make test-slow`)."""
     overrides = [*TINY, f"method={method}", *EXTRA.get(method, []), "trainer.precision=bf16-mixed",
                  "trainer.max_epochs=1", "++trainer.limit_train_batches=4", "++trainer.limit_val_batches=2",

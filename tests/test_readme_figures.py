@@ -1,4 +1,4 @@
-"""Figures the README states about the embedded data, asserted at their values."""
+"""Figures the README and docs/ state about the embedded data, asserted at their values."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from spikeforge.run import build_datamodule
 
 
 def test_digits_split_and_iterations_per_epoch() -> None:
-    """README "Datasets": a stratified 72/8/20 split, 1,295 / 143 / 359 images; DSR section: 21
+    """docs/data.md: a stratified 72/8/20 split, 1,295 / 143 / 359 images; docs/methods/dsr.md: 21
     training iterations per epoch at the default batch size 64."""
     dm = build_datamodule(compose_cfg())
     dm.setup("fit")

@@ -78,7 +78,7 @@ def test_ddp_cpu_two_ranks_match_one_process(tmp_path: Path) -> None:
     assert abs(res["test"]["test/acc1"] - results(single)["test"]["test/acc1"]) <= 0.02
 
 
-# The README's DDP command scaled down: 8×8 digits, 3 batches of 16 per rank, T=4 (so SLTT-K's K=2 is
+# The DDP command of docs/scaling.md scaled down: 8×8 digits, 3 batches of 16 per rank, T=4 (so SLTT-K's K=2 is
 # a real choice), default callbacks and loggers, a checkpoint every 2 steps (a mid-epoch save under
 # DDP besides the epoch-end ones); all methods in one `-m` sweep so the imports are paid once
 SWEEP = ["data.image_size=8", "model.channels=[8,16]", "model.pool_size=1", "T=4", "data.batch_size=16",
@@ -266,7 +266,7 @@ def test_bf16_mixed_on_cpu_bptt(tmp_path: Path) -> None:
 
 
 def test_a_failing_ddp_job_ends_its_sweep_with_its_error(tmp_path: Path) -> None:
-    """README "Scaling out": under DDP a failing `-m` job ends the sweep with its one-line error and exit
+    """docs/scaling.md: under DDP a failing `-m` job ends the sweep with its one-line error and exit
     code (without DDP the sweep runs every job). Job 0's loss turns NaN at step 2 on both ranks; the
     sweep must neither hang nor start job 1, and job 0 keeps its last good checkpoint."""
     sweep = tmp_path / "sweep"
