@@ -6,16 +6,18 @@ rank), and derived estimates of the gradient all-reduce time at 8 / 64 / 256 GPU
         --accumulate 1 4 --bucket-cap-mb 25 100 --out docs/scaling
 
 Each configuration trains ``--steps`` optimiser steps of the method's own LightningModule under
-Lightning's ``DDPStrategy`` with a DDP communication hook (``ddp_comm_hook``) that counts every bucket
-it all-reduces (then all-reduces it as DDP's default hook does), so what is counted is what DDP sends:
-every trainable gradient once per optimiser step when the method skips the sync of intermediate
-backward passes (SLTT's T backward passes per step, Lightning's ``accumulate_grad_batches``), T or k
-times when it does not. The bytes do not depend on the number of ranks, the batch or (for models with
-global pooling) the image size.
+Lightning's ``DDPStrategy`` with a DDP communication hook
+(``DistributedDataParallel.register_comm_hook``) that counts every bucket it all-reduces (then all-
+reduces it as DDP's default hook does), so what is counted is what DDP sends: every trainable
+gradient once per optimiser step when the method skips the sync of intermediate backward passes
+(SLTT's T backward passes per step, Lightning's ``accumulate_grad_batches``), T or k times when it
+does not. The bytes do not depend on the number of ranks, the batch or (for models with global
+pooling) the image size.
 
 The estimates (labelled as such in the outputs) use the ring all-reduce cost per bucket,
 ``2 (N−1)/N · bytes / B + 2 (N−1) · α``, with a per-GPU bandwidth ``B`` and a per-message latency
-``α`` for each interconnect (:data:`LINKS`; NVLink only within one node of 8). The result is the
+``α`` for each interconnect (:data:`LINKS`; NVLink only within one node of 8; NCCL switches to a tree
+for small buckets on many GPUs, so the latency term is an upper bound). The result is the
 communication time of one step if nothing overlaps it with the backward pass: a step whose compute
 takes longer than that hides it (DDP overlaps buckets with the backward pass), a shorter one waits.
 
@@ -70,11 +72,15 @@ def measure(method: str, model: str, T: int, batch: int, image_size: int, steps:
                            bool(cfg.data.get("events", False)))
     state: dict[str, Any] = {"calls": 0, "buckets": []}
 
-    def counting_hook(st: dict[str, Any], bucket: Any) -> torch.futures.Future:
+    def counting_hook(st, bucket):  # type: ignore[no-untyped-def]  (DDP checks real annotations only)
         buf = bucket.buffer()
         st["calls"] += 1
         st["buckets"].append(buf.numel() * buf.element_size())
         return default_hooks.allreduce_hook(None, bucket)  # DDP's own all-reduce of the bucket
+
+    class RegisterHook(L.Callback):  # Lightning registers ddp_comm_hook on CUDA only: do it here
+        def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+            trainer.strategy.model.register_comm_hook(state, counting_hook)
 
     saved = distributed.snapshot_launch_env()
     start = time.perf_counter()
@@ -83,8 +89,7 @@ def measure(method: str, model: str, T: int, batch: int, image_size: int, steps:
             accelerator="cpu", devices=1, max_steps=steps, max_epochs=-1, logger=False, enable_checkpointing=False,
             enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0,
             accumulate_grad_batches=accumulate if module.automatic_optimization else 1,
-            strategy=DDPStrategy(process_group_backend="gloo", ddp_comm_state=state, ddp_comm_hook=counting_hook,
-                                 bucket_cap_mb=bucket_cap_mb),
+            strategy=DDPStrategy(process_group_backend="gloo", bucket_cap_mb=bucket_cap_mb), callbacks=[RegisterHook()],
         )
         trainer.fit(module, train_dataloaders=RepeatedBatch((x, y), steps * accumulate))
         done = trainer.global_step

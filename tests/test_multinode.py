@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
+import shlex
 import signal
 import socket
 import stat
@@ -72,6 +74,15 @@ def cluster_env(**extra: str) -> dict[str, str]:
     return e
 
 
+def readme_lines(prefix: str) -> list[list[str]]:
+    """The command lines starting with ``prefix`` in the README's "Scaling out" code blocks, split."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = text.split("## Scaling out\n", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```bash\n(.*?)```", section, re.S)
+    lines = [ln.split(" #", 1)[0].strip().rstrip("&").strip() for block in blocks for ln in block.splitlines()]
+    return [shlex.split(ln) for ln in lines if ln.startswith(prefix)]
+
+
 def layouts(dirpath: Path) -> list[dict]:
     return [json.loads(p.read_text()) for p in sorted(dirpath.glob("layout_rank*.json"))]
 
@@ -94,10 +105,15 @@ def test_two_nodes_equal_one_node(one_node: Path, tmp_path: Path) -> None:
     with MASTER_ADDR, MASTER_PORT and NODE_RANK — gives bit-identical weights and metrics."""
     run, probe = tmp_path / "run", tmp_path / "layout"
     port = free_port()
-    cmd = [PY, str(ROOT / "src" / "train.py"), *SMALL, "trainer.devices=1", "trainer.num_nodes=2", f"run_dir={run}",
-           "+callbacks.layout._target_=ddp_probes.RecordLayout", f"+callbacks.layout.dirpath={probe}"]
-    nodes = run_parallel([(cmd, cluster_env(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), NODE_RANK=str(n)))
-                          for n in (0, 1)], TIMEOUT)
+    launches = []
+    for argv in readme_lines("MASTER_ADDR="):  # the README's commands, scaled down, in a fresh directory
+        assigns = dict(a.split("=", 1) for a in argv[:3])
+        assert argv[3:5] == ["python", "src/train.py"] and set(assigns) == {"MASTER_ADDR", "MASTER_PORT", "NODE_RANK"}
+        cmd = [PY, str(ROOT / "src" / "train.py"), *argv[5:], *SMALL, f"run_dir={run}",
+               "+callbacks.layout._target_=ddp_probes.RecordLayout", f"+callbacks.layout.dirpath={probe}"]
+        launches.append((cmd, cluster_env(**{**assigns, "MASTER_PORT": str(port)})))
+    assert [e["NODE_RANK"] for _, e in launches] == ["0", "1"] and "trainer.num_nodes=2" in launches[0][0]
+    nodes = run_parallel(launches, TIMEOUT)
     assert [p.returncode for p in nodes] == [0, 0], "\n---\n".join(p.stdout[-2000:] for p in nodes)
     res = results(run)
     assert (res["world_size"], res["num_nodes"], res["cluster_environment"]) == (2, 2, "LightningEnvironment")
@@ -153,8 +169,8 @@ def sbatch(args: list[str], job_env: dict[str, str]) -> subprocess.CompletedProc
 
 def test_slurm_preemption_requeue_resumes_exactly(one_node: Path, tmp_path: Path) -> None:
     """README: scripts/slurm/train.sbatch on 2 nodes × 1 task under Lightning's SLURMEnvironment; SIGUSR1
-    (SLURM's time-limit warning) at step 4 → checkpoint, `scontrol requeue <job>`, exit 0; the requeued
-    job (same id, same run directory) resumes and ends bit-identical to the one-node run."""
+    (SLURM's time-limit warning) during step 5 → the step finishes, checkpoint, `scontrol requeue <job>`,
+    exit 0; the requeued job (same id, same run directory) resumes and ends bit-identical to the one-node run."""
     job_env, run = slurm_job(tmp_path, nodes=2, per_node=1)
     probe = tmp_path / "layout"
     args = [*SMALL, "+callbacks.layout._target_=ddp_probes.RecordLayout", f"+callbacks.layout.dirpath={probe}",
@@ -163,10 +179,10 @@ def test_slurm_preemption_requeue_resumes_exactly(one_node: Path, tmp_path: Path
     first = sbatch(args, job_env)
     assert first.returncode == 0, first.stderr[-3000:]
     out = first.stderr
-    assert "stopped by SIGUSR1 after step 4" in out and "SLURM job requeued" in out, out[-3000:]
+    assert "stopped by SIGUSR1 after step 5" in out and "SLURM job requeued" in out, out[-3000:]
     assert (tmp_path / "scontrol.log").read_text() == f"requeue {job_env['SLURM_JOB_ID']}\n"  # once, by rank 0
     assert not (run / "results.json").exists() and not list(run.rglob("hpc_ckpt_*.ckpt"))  # one mechanism
-    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 4
+    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 5
     port = 15000 + int(job_env["SLURM_JOB_ID"][-4:])
     expected = [(0, 0, 0, [0, 2], port, 1, "SLURMEnvironment", {"SLURM_PROCID": "0", "SLURM_LOCALID": "0",
                                                                  "SLURM_NODEID": "0"}),
@@ -226,9 +242,11 @@ def test_submitit_local_sweep_killed_job_resumes(tmp_path: Path) -> None:
     (resume=auto) leaves the finished job 0 untouched and resumes job 1 from its own checkpoint, ending as
     an uninterrupted run; the sweep summary holds both jobs."""
     sweep = tmp_path / "sweep"
-    args = ["-m", "hydra/launcher=submitit_local", "seed=0,1", *SMALL[:-1], "trainer.max_epochs=1",
-            "++trainer.limit_train_batches=4", "reliability.checkpoint_every_n_steps=1", "resume=auto",
-            f"hydra.sweep.dir={sweep}"]
+    (readme,) = readme_lines("python src/train.py -m hydra/launcher=submitit_local")
+    assert readme[-3:] == ["seed=0,1", "resume=auto", "hydra.sweep.dir=outputs/train/sweep"], readme
+    budget = [*SMALL[:-1], "trainer.max_epochs=1", "++trainer.limit_train_batches=4",
+              "reliability.checkpoint_every_n_steps=1"]
+    args = [*readme[2:-1], *budget, f"hydra.sweep.dir={sweep}"]
     kill = ["+callbacks.kill._target_=infra_utils.KillAt", "+callbacks.kill.step=2", "+callbacks.kill.seed=${seed}",
             "+callbacks.kill.seeds=[1]"]
     first = run_cmd([PY, str(ROOT / "src" / "train.py"), *args, *kill], TIMEOUT, env=cluster_env())
@@ -244,12 +262,14 @@ def test_submitit_local_sweep_killed_job_resumes(tmp_path: Path) -> None:
     res = results(sweep / "1")
     assert res["resumed_from"] == str(sweep / "1" / "checkpoints" / "last.ckpt") and res["global_steps"] == 4
     ref = tmp_path / "ref"  # job 1 uninterrupted (same thread count: threads=1)
-    rc, err = cli_in_process([*args[3:-2], "seed=1", f"run_dir={ref}"])
+    rc, err = cli_in_process([*budget, "seed=1", f"run_dir={ref}"])
     assert rc == 0, err[-2000:]
     assert_same_run(ref, sweep / "1")
     assert final_state(ref).keys() == final_state(sweep / "1").keys()
 
-    summary = run_cmd([PY, str(ROOT / "scripts" / "summarize.py"), str(sweep), "--group-by", "seed"], 120)
+    (summarize,) = readme_lines("python scripts/summarize.py")
+    assert summarize[2:] == ["outputs/train/sweep", "--group-by", "seed"], summarize
+    summary = run_cmd([PY, str(ROOT / "scripts" / "summarize.py"), str(sweep), *summarize[3:]], 120)
     assert summary.returncode == 0, summary.stderr
     rows = (sweep / "summary.csv").read_text().splitlines()
     assert len(rows) == 3 and [r.split(",")[0] for r in rows[1:]] == ["0", "1"], rows
