@@ -239,8 +239,8 @@ def test_slurm_checks_and_signal_mechanism(monkeypatch: pytest.MonkeyPatch) -> N
 def test_submitit_local_sweep_killed_job_resumes(tmp_path: Path) -> None:
     """README: a 2-job `-m` sweep through hydra-submitit-launcher's submitit_local (real submitit, one
     process per job); job 1 is SIGKILLed inside optimiser step 2, the sweep fails; the same command again
-    (resume=auto) leaves the finished job 0's results and checkpoints untouched and resumes job 1 from its own checkpoint, ending as
-    an uninterrupted run; the sweep summary holds both jobs."""
+    (resume=auto) leaves the finished job 0's results and checkpoints untouched and resumes job 1 from
+    its own checkpoint, ending as an uninterrupted run; the sweep summary holds both jobs."""
     sweep = tmp_path / "sweep"
     (readme,) = readme_lines("python src/train.py -m hydra/launcher=submitit_local")
     assert readme[-3:] == ["seed=0,1", "resume=auto", "hydra.sweep.dir=outputs/train/sweep"], readme
