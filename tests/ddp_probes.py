@@ -54,6 +54,32 @@ class RecordRank(L.Callback):
         torch.save(record, self.dirpath / f"{self.tag}_rank{trainer.global_rank}.pt")
 
 
+class RecordLayout(L.Callback):
+    """Every rank writes ``<dirpath>/layout_rank<r>.json``: its global, local and node rank, the world
+    size, the cluster environment Lightning chose, the rendezvous port and the training sampler's shard
+    (which rank's share of the data this process trains on), next to the ``SLURM_*`` values it was
+    started with."""
+
+    def __init__(self, dirpath: str) -> None:
+        self.dirpath = Path(dirpath)
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        import json
+        import os
+
+        env = trainer.strategy.cluster_environment
+        sampler = trainer.train_dataloader.sampler
+        record = {
+            "global_rank": trainer.global_rank, "local_rank": trainer.local_rank, "node_rank": trainer.node_rank,
+            "world_size": trainer.world_size, "num_nodes": trainer.num_nodes,
+            "environment": type(env).__name__, "port": env.main_port,
+            "sampler": [sampler.rank, sampler.num_replicas], "threads": torch.get_num_threads(),
+            "slurm": {k: os.environ.get(k) for k in ("SLURM_PROCID", "SLURM_LOCALID", "SLURM_NODEID")},
+        }
+        self.dirpath.mkdir(parents=True, exist_ok=True)
+        (self.dirpath / f"layout_rank{trainer.global_rank}.json").write_text(json.dumps(record))
+
+
 class StallRank(L.Callback):
     """Rank ``rank`` stops answering after its first training batch (a stuck rank), until its parent
     process (rank 0) is gone — so the test leaves no process behind."""

@@ -76,6 +76,38 @@ def run_cmd(cmd: list[str], timeout: float, cwd: Path = ROOT, env: dict[str, str
     return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
 
 
+def run_parallel(cmds: list[tuple[list[str], dict[str, str]]], timeout: float, cwd: Path = ROOT,
+                 ) -> list[subprocess.CompletedProcess]:
+    """Start every ``(cmd, env)`` at once (the nodes of a multi-node run) and wait for all; after
+    ``timeout`` seconds every process group is killed and the test fails with each one's last lines."""
+    import tempfile
+    import time
+
+    logs = [tempfile.TemporaryFile("w+") for _ in cmds]  # noqa: SIM115  (closed below)
+    procs = [subprocess.Popen(c, cwd=cwd, env=e, stdout=f, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+             for (c, e), f in zip(cmds, logs, strict=True)]
+    deadline = time.monotonic() + timeout
+    while any(p.poll() is None for p in procs) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    timed_out = any(p.poll() is None for p in procs)
+    for p in procs:
+        if p.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(p.pid, signal.SIGKILL)
+        p.wait()
+    outs = []
+    for f in logs:
+        f.seek(0)
+        outs.append(f.read())
+        f.close()
+    if timed_out:
+        import pytest
+
+        pytest.fail(f"{len(cmds)} processes did not finish within {timeout:.0f} s; last lines of each:\n"
+                    + "\n---\n".join(tail(o, 20) for o in outs), pytrace=False)
+    return [subprocess.CompletedProcess(c, p.returncode, o, o) for (c, _), p, o in zip(cmds, procs, outs, strict=True)]
+
+
 def run_train(args: list[str], timeout: float = 300, **env_extra: str) -> subprocess.CompletedProcess:
     return run_cmd([PY, str(ROOT / "src" / "train.py"), *args], timeout, env=env(**env_extra))
 
@@ -193,24 +225,28 @@ def _run_app(args: list[str]) -> int:
 
 
 class KillAt(L.Callback):
-    """SIGKILL this process in the middle of optimiser step ``step`` (after backward, before the update)."""
+    """SIGKILL this process in the middle of optimiser step ``step`` (after backward, before the update);
+    with ``seeds``, only in a run whose ``seed`` (pass ``seed=${seed}``) is one of them (one job of a sweep)."""
 
-    def __init__(self, step: int) -> None:
+    def __init__(self, step: int, seed: int | None = None, seeds: list[int] | None = None) -> None:
         self.step = step
+        self.armed = seeds is None or seed in list(seeds)
 
     def on_before_optimizer_step(self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer: Any) -> None:
-        if trainer.global_step == self.step:
+        if self.armed and trainer.global_step == self.step:
             os.kill(os.getpid(), signal.SIGKILL)
 
 
 class SignalAt(L.Callback):
-    """Send ``signum`` to this process at the start of training batch ``step``."""
+    """Send ``signum`` to this process at the start of training batch ``step`` — unless the environment
+    variable ``unless_env`` is set (e.g. ``SLURM_RESTART_COUNT``: only the first attempt of a job)."""
 
-    def __init__(self, step: int, signum: int = int(signal.SIGTERM)) -> None:
+    def __init__(self, step: int, signum: int = int(signal.SIGTERM), unless_env: str | None = None) -> None:
         self.step, self.signum = step, signum
+        self.armed = not (unless_env and unless_env in os.environ)
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, idx: int) -> None:
-        if trainer.global_step == self.step:
+        if self.armed and trainer.global_step == self.step:
             os.kill(os.getpid(), self.signum)
 
 

@@ -54,7 +54,7 @@ def _code(text: str) -> list[str]:
     snippets = []
     for block in FENCE.findall(text):
         for line in block.replace("\\\n", " ").splitlines():
-            snippets.append(line.split(" #", 1)[0].strip())
+            snippets.append(line.split(" #", 1)[0].strip().removesuffix("&").strip())
     snippets += [" ".join(s.split()) for s in INLINE.findall(FENCE.sub("", text))]
     return [s for s in snippets if s]
 

@@ -61,6 +61,12 @@ def global_rank() -> int:
     return int(os.environ.get("RANK", os.environ.get("SLURM_PROCID", 0)) or 0)
 
 
+def first_process() -> bool:
+    """True in the process that owns the run directory: global rank 0, and node 0 of a multi-node
+    launch started one command per node (``NODE_RANK``, ranks unknown before the process group)."""
+    return global_rank() == 0 and int(os.environ.get("NODE_RANK", 0) or 0) == 0
+
+
 def _derive(seed: int, *parts: Any) -> int:
     h = hashlib.sha256(("/".join(str(p) for p in (seed, *parts))).encode()).digest()
     return int.from_bytes(h[:8], "little") & ((1 << 63) - 1)
@@ -153,16 +159,83 @@ def check_launcher(cfg: DictConfig, hydra_cfg: Any | None) -> None:
 
 
 def check_external_launch(cfg: DictConfig, run_dir_from_clock: bool) -> None:
-    """Under srun/torchrun every rank composes the config itself: the run directory must agree."""
+    """Under srun/torchrun, or one command per node (``NODE_RANK``), every rank composes the config
+    itself: the run directory must agree."""
     external = ("SLURM_NTASKS" in os.environ and int(os.environ.get("SLURM_NTASKS", "1")) > 1) or (
         "TORCHELASTIC_RUN_ID" in os.environ
     )
-    if external and run_dir_from_clock and uses_subprocess_ddp(cfg):
+    per_node = "NODE_RANK" in os.environ and _int(OmegaConf.select(cfg, "trainer.num_nodes", default=1)) > 1
+    if (external or per_node) and run_dir_from_clock and uses_subprocess_ddp(cfg):
         raise ConfigError(
-            "every rank of a srun/torchrun launch composes its own config, so the run directory "
-            "must not depend on the clock; pass run_dir=outputs/train/slurm/$SLURM_JOB_ID "
-            "(see scripts/slurm/train.sbatch)"
+            "every rank of a srun/torchrun or multi-node launch composes its own config, so the run "
+            "directory must not depend on the clock; pass run_dir=outputs/train/slurm/$SLURM_JOB_ID "
+            "(see scripts/slurm/train.sbatch), or the same run_dir=<dir> on every node"
         )
+
+
+def _int(v: Any, default: int = 1) -> int:
+    try:
+        return int(v)
+    except (TypeError, ValueError):
+        return default
+
+
+def slurm_tasks_in_use() -> bool:
+    """True when Lightning's ``SLURMEnvironment.detect()`` holds: the processes were started by
+    ``srun`` (``SLURM_NTASKS`` set) and the job is not an interactive one (``SLURM_JOB_NAME`` bash or
+    interactive, where Lightning ignores SLURM and starts the ranks itself)."""
+    return "SLURM_NTASKS" in os.environ and os.environ.get("SLURM_JOB_NAME") not in ("bash", "interactive")
+
+
+def check_slurm_tasks(cfg: DictConfig) -> None:
+    """Under srun every task is one rank: ``trainer.devices × trainer.num_nodes`` must equal the task
+    count (``SLURM_NTASKS``), else the ranks wait for processes that never start (or Lightning stops
+    with a traceback). Checked on every task before anything is written."""
+    if not slurm_tasks_in_use():
+        return
+    tr = OmegaConf.select(cfg, "trainer", default=None) or {}
+    devices, nodes = tr.get("devices", 1), _int(tr.get("num_nodes", 1))
+    if not isinstance(devices, int):  # "auto", a list: Lightning counts them
+        return
+    tasks = _int(os.environ["SLURM_NTASKS"])
+    snodes = _int(os.environ.get("SLURM_NNODES", os.environ.get("SLURM_JOB_NUM_NODES")), default=nodes)
+    per_node = tasks // max(snodes, 1)
+    if devices * nodes != tasks or nodes != snodes:
+        raise ConfigError(
+            f"trainer.devices × trainer.num_nodes = {devices} × {nodes} = {devices * nodes} ranks, but srun "
+            f"started {tasks} tasks on {snodes} node(s); set trainer.devices={per_node} "
+            f"trainer.num_nodes={snodes}, or ask SLURM for --nodes={nodes} --ntasks-per-node={devices}"
+        )
+
+
+def cluster_plugins(handle_signals: bool) -> list[Any]:
+    """Lightning's SLURM environment without its auto-requeue when spikeforge handles the signals
+    (``reliability.handle_signals``: :class:`~spikeforge.callbacks.reliability.PreemptionHandler`
+    checkpoints and requeues), so one mechanism reacts to SIGUSR1, not two. Else nothing: Lightning
+    picks the environment (and requeues itself under SLURM)."""
+    if not (handle_signals and slurm_tasks_in_use()):
+        return []
+    from lightning.fabric.plugins.environments import SLURMEnvironment
+
+    return [SLURMEnvironment(auto_requeue=False)]
+
+
+def cluster_info(trainer: Any) -> dict[str, Any]:
+    """What ``results.json`` records about the process layout of a run."""
+    env = getattr(trainer.strategy, "cluster_environment", None)  # None: one process, no cluster
+    return {"world_size": trainer.world_size, "num_nodes": trainer.num_nodes,
+            "cluster_environment": type(env).__name__ if env is not None else None}
+
+
+def pin_threads(n: int) -> None:
+    """``threads=n``: torch's intra-op threads of this rank, and of the ranks Lightning starts
+    (``OMP_NUM_THREADS``, which Lightning's launcher otherwise sets to cores ÷ ranks on this node,
+    so that the thread count — and with it the float summation order — would depend on how the
+    ranks are spread over nodes)."""
+    import torch
+
+    torch.set_num_threads(n)
+    os.environ["OMP_NUM_THREADS"] = str(n)
 
 
 class CollectiveTimeout(SpikeforgeError):
@@ -199,7 +272,7 @@ def teardown_process_group() -> None:
 
 # Lightning's launcher writes these into os.environ of rank 0; left behind, the next job of a sweep
 # would believe its ranks were started externally (LOCAL_RANK set) and wait for them forever.
-_LAUNCH_ENV = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE", CONFIG_ENV)
+_LAUNCH_ENV = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE", "OMP_NUM_THREADS", CONFIG_ENV)
 
 
 def snapshot_launch_env() -> dict[str, str | None]:

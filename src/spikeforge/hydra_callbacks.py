@@ -112,9 +112,10 @@ class RunGuard(Callback):
         if config.get("task_name") != "train":
             self._exit_on_error(self._check_eval, config)
             return
-        from spikeforge.distributed import global_rank
+        from spikeforge.distributed import check_slurm_tasks, first_process
 
-        if global_rank() > 0:  # srun/torchrun rank > 0: rank 0 checks and writes the run directory
+        self._exit_on_error(check_slurm_tasks, config)  # on every srun task, before anything is written
+        if not first_process():  # srun/torchrun rank > 0, node > 0: rank 0 checks and writes the run directory
             with read_write(config), open_dict(config):
                 config.hydra.output_subdir = None
             return

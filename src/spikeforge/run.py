@@ -91,6 +91,7 @@ def build_trainer(cfg: DictConfig, extra_callbacks: list[L.Callback] = ()) -> L.
     callbacks = [EpochMetricsSync(), *_instantiate_all(cfg.get("callbacks")), *extra_callbacks]
     loggers = _instantiate_all(cfg.get("logger"))
     plugins: list[Any] = [AtomicCheckpointIO()]
+    plugins += distributed.cluster_plugins(bool(OmegaConf.select(cfg, "reliability.handle_signals", default=True)))
     extra: dict[str, Any] = {}
     if cfg.trainer.get("sync_batchnorm", False):
         plugins.append(TimeSyncBatchNorm())  # replaces Lightning's own conversion (see plugins/sync_bn.py)
@@ -251,7 +252,7 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
     cost.start_run()  # this run's own memory peak, also for a job after others in one process
     validate(cfg)
     if cfg.get("threads"):  # results are repeatable for a fixed seed at a fixed thread count
-        torch.set_num_threads(int(cfg.threads))
+        distributed.pin_threads(int(cfg.threads))  # ranks Lightning starts too
     ckpt_path = resume_checkpoint(cfg, cfg.paths.output_dir)
     notice = finished_run_notice(cfg, cfg.paths.output_dir)
     if notice is not None:  # e.g. a requeued sweep job: nothing to do
@@ -342,7 +343,7 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
         "threads": torch.get_num_threads(),
         "output_dir": str(out_dir),
         "resumed_from": ckpt_path,
-        "world_size": trainer.world_size,
+        **distributed.cluster_info(trainer),  # world_size, num_nodes, cluster_environment
         "precision": str(cfg.trainer.get("precision")),
         "nonfinite_batches_skipped": next((c.skipped for c in trainer.callbacks
                                            if isinstance(c, NonFiniteLossGuard)), 0),
