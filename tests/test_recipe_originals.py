@@ -53,6 +53,15 @@ def test_dsr_threshold_gradient_scale_matches_the_original_imagenet_neuron() -> 
     torch.testing.assert_close(grad_x, grad_x_plain, rtol=0, atol=0)  # only the threshold's gradient scales
 
 
+def test_spec_number_2_with_the_imagenet_scale() -> None:
+    """docs/methods/dsr.md number 5: number 2's ∂L/∂V_th = 1.0 becomes 0.001."""
+    n = build_neuron("dsr_if", v_threshold=1.0, alpha=0.5, v_threshold_bound=0.01, v_threshold_grad_scale=0.001)
+    x = torch.tensor([-0.3, 0.0, 0.26, 0.5, 0.6, 1.0, 1.7], dtype=torch.float64).expand(4, 7).clone()
+    g = torch.tensor([0.1 * (t + 1) for t in range(4)], dtype=torch.float64)[:, None].expand(4, 7)
+    n.double()(x).backward(g)
+    assert n.v_threshold.grad.item() == pytest.approx(0.001, abs=1e-9)
+
+
 def test_dsr_lif_threshold_gradient_scales_too() -> None:
     grads = []
     for scale in (1.0, 0.001):
@@ -153,8 +162,9 @@ def _gradr_step(tmp_path: Path, *extra: str):
     module = build_module(cfg)
     module.trainer = SimpleNamespace(estimated_stepping_batches=10, max_epochs=1)
     opt = module.configure_optimizers()["optimizer"]
+    # BN weights and biases, every bias, and the dense classifier (exclude: [fc]) are not θ
     fixed = {n: p.detach().clone() for n, p in module.net.named_parameters()
-             if n.endswith("bias") or is_norm(module.net.get_submodule(n.rsplit(".", 1)[0]))}
+             if n.endswith("bias") or n.startswith("fc.") or is_norm(module.net.get_submodule(n.rsplit(".", 1)[0]))}
     theta = {n: p.detach().clone() for n, p in module.net.named_parameters() if n.endswith("original")}
     x, y = torch.randn(2, 3, 16, 16), torch.tensor([1, 7])
     opt.zero_grad()
@@ -170,8 +180,8 @@ def test_grad_r_paper_recipe_step_leaves_batchnorm_and_biases_unchanged(tmp_path
     module, fixed, changed, theta_changed = _gradr_step(tmp_path / "theta")
     assert module.grad_r_params == "theta"
     assert any(n.startswith("fc.") for n in fixed) and any(".bn" in n or "bn1" in n for n in fixed)
+    assert {"fc.weight", "fc.bias"} <= set(fixed)
     assert changed == set()  # BN weights/biases and the dense fc (weight and bias) keep their values
-    assert "fc.weight" in dict(module.net.named_parameters())
     assert theta_changed  # θ trains
     # the clean default trains them in a second group
     _, _, changed_all, _ = _gradr_step(tmp_path / "all", "method.grad_r_params=all")
