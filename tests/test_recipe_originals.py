@@ -212,6 +212,13 @@ def test_recipe_composes_with_its_setting(name: str, tmp_path: Path) -> None:
     assert OmegaConf.select(compose_cfg([f"experiment={name}"], tmp_path), key) == value
 
 
+@pytest.mark.parametrize("name", ["stds_imagenet_dense", "stds_imagenet_sine", "stds_imagenet_linear",
+                                  "stds_imagenet_gradr"])
+def test_stds_imagenet_recipes_drop_the_last_incomplete_batch(name: str, tmp_path: Path) -> None:
+    """STDS ImageNet/train.py: DataLoader(..., drop_last=True) for training."""
+    assert compose_cfg([f"experiment={name}"], tmp_path).data.drop_last is True
+
+
 def test_other_recipes_keep_the_defaults(tmp_path: Path) -> None:
     assert compose_cfg(["experiment=dsr_cifar10_if"], tmp_path).method.neuron.v_threshold_grad_scale == 1.0
     assert compose_cfg(["experiment=stds_imagenet_sine"], tmp_path).method.grad_r_params == "all"
