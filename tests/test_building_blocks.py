@@ -155,8 +155,9 @@ def test_bad_optimizer_values() -> None:
 
 def test_lr_schedule_warmup_cosine_step() -> None:
     cfg = SchedulerConfig(name="cosine", warmup_steps=10)
-    assert lr_factor(0, 110, 10, cfg, 0.1) == 0.0
-    assert lr_factor(5, 110, 10, cfg, 0.1) == pytest.approx(0.5)
+    assert lr_factor(0, 110, 10, cfg, 0.1) == pytest.approx(0.1)  # warm-up step i runs at (i + 1)/W
+    assert lr_factor(4, 110, 10, cfg, 0.1) == pytest.approx(0.5)
+    assert lr_factor(9, 110, 10, cfg, 0.1) == pytest.approx(1.0)
     assert lr_factor(10, 110, 10, cfg, 0.1) == pytest.approx(1.0)
     assert lr_factor(60, 110, 10, cfg, 0.1) == pytest.approx(0.5)
     assert lr_factor(110, 110, 10, cfg, 0.1) == pytest.approx(0.0, abs=1e-12)

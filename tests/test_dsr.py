@@ -236,7 +236,7 @@ def test_method_readout_loss_and_weight_decay(tmp_path):
 def test_recipe_schedule_is_per_epoch_cosine_with_iteration_warmup():
     c = SchedulerConfig(name="cosine", per_epoch=True, warmup_steps=400)
     spe, total = 391, 391 * 200
-    assert lr_factor(200, total, spe, c, 0.1) == pytest.approx(0.5)
+    assert lr_factor(199, total, spe, c, 0.1) == pytest.approx(0.5)  # warm-up step i at (i + 1)/400
     assert lr_factor(400, total, spe, c, 0.1) == pytest.approx(0.5 * (1 + math.cos(math.pi * 1 / 200)))
     assert lr_factor(spe * 100 + 7, total, spe, c, 0.1) == pytest.approx(0.5)  # constant within an epoch
 

@@ -201,6 +201,7 @@ _NAME_RULES: dict[str, _Rule] = {
     "surrogate_alpha": POSITIVE,
     "tau": POSITIVE,
     "v_threshold": POSITIVE,
+    "v_threshold_grad_scale": POSITIVE,
 }
 
 
@@ -212,6 +213,51 @@ def _name_rule(key: str) -> _Rule | None:
     if key.endswith("_width"):
         return POSITIVE
     return None
+
+
+# ---- options of the paper recipes (checked before torch loads; the methods call the same functions) ----
+
+CALIBRATION_SPLITS = ("train", "test")
+GRAD_R_PARAMS = ("all", "theta")
+
+
+def check_calibration_split(split: object, protocol: str | None = None) -> str:
+    """DSR hybrid step 2 (``method.calibration_split``) reads ``train`` or, only under ``protocol=paper``
+    (when ``protocol`` is known), the ``test`` set as DSR's ``imagenet/main.py`` does (its val_loader):
+    ``protocol=clean`` promises that the test set never influences training."""
+    if split not in CALIBRATION_SPLITS:
+        raise ConfigError(f"method.calibration_split={split!r} is not valid; choose one of: "
+                          f"{', '.join(CALIBRATION_SPLITS)}")
+    if split == "test" and protocol is not None and protocol != "paper":
+        raise ConfigError(f"method.calibration_split=test calibrates on the test set, which protocol={protocol} "
+                          "keeps out of training; use calibration_split=train, or protocol=paper as DSR's code")
+    return str(split)
+
+
+def check_grad_r_params(value: object, alpha_gr: object) -> str:
+    """STDS ``method.grad_r_params``: ``all`` (θ with the prior; BN, biases and excluded layers in a second
+    group) or ``theta`` (only θ in the optimiser, as STDS's Grad R code), which needs ``alpha_gr`` > 0."""
+    if value not in GRAD_R_PARAMS:
+        raise ConfigError(f"method.grad_r_params={value!r} is not valid; choose one of: {', '.join(GRAD_R_PARAMS)}")
+    if value == "theta" and isinstance(alpha_gr, (int, float)) and not isinstance(alpha_gr, bool) and alpha_gr <= 0:
+        raise ConfigError("method.grad_r_params=theta keeps only θ in the Grad R optimiser and needs Grad R; "
+                          "set method.alpha_gr > 0, or method.grad_r_params=all")
+    return str(value)
+
+
+def _check_dsr(cfg: DictConfig) -> None:
+    check_calibration_split(OmegaConf.select(cfg, "method.calibration_split", default="train"),
+                            str(OmegaConf.select(cfg, "protocol.name", default="clean")))
+
+
+def _check_stds(cfg: DictConfig) -> None:
+    check_grad_r_params(OmegaConf.select(cfg, "method.grad_r_params", default="all"),
+                        OmegaConf.select(cfg, "method.alpha_gr", default=0.0))
+
+
+for _name in ("dsr", "dsr_lif", "dsr_ann"):
+    _METHOD_CHECKS.setdefault(_name, []).append(_check_dsr)
+_METHOD_CHECKS.setdefault("stds", []).append(_check_stds)
 
 
 # ---- validation ---------------------------------------------------------------------------------

@@ -11,7 +11,9 @@ The training loop is plain backpropagation through the multi-step forward; what 
 
 ImageNet hybrid pipeline (dsr.md "Networks"): (1) train the ReLU ANN of the same graph (``method=dsr_ann``,
 neuron kind ``relu``); (2) :func:`calibrate_thresholds` — the 99.9th percentile of every layer's ReLU'd
-pre-activations over a few training batches, saved by :func:`save_thresholds` (``scripts/calibrate_dsr.py``);
+pre-activations over a few batches of the ``calibration_split`` (the training split by default; the test set
+under ``protocol=paper`` in ``experiment=dsr_imagenet_ann``, as DSR's ``imagenet/main.py --calculate_Vth``),
+saved by :func:`save_thresholds` (``scripts/calibrate_dsr.py``);
 (3) train the IF SNN with ``method.init_from=<ANN checkpoint>`` and ``method.thresholds=<file>``:
 :func:`load_ann_weights` fails loudly unless every non-threshold tensor of the SNN was loaded.
 """
@@ -28,6 +30,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from spikeforge.config_schema import check_calibration_split
 from spikeforge.errors import CheckpointError, ConfigError
 from spikeforge.methods.base import SpikingClassifier
 from spikeforge.neurons import is_neuron
@@ -48,6 +51,8 @@ class DSRClassifier(SpikingClassifier):
         readout: ``auto`` (weighted rate for ``dsr_lif``, rate otherwise), ``rate`` or ``weighted_rate``.
         init_from: checkpoint of the ANN of the same graph (ImageNet hybrid step 3) or None.
         thresholds: JSON file written by ``scripts/calibrate_dsr.py`` (per-layer V_th) or None.
+        calibration_split: the split ``scripts/calibrate_dsr.py`` reads from this run's checkpoint (hybrid
+            step 2): ``train`` (default) or ``test`` (the reference's val_loader; ``protocol=paper`` only).
     """
 
     def __init__(
@@ -56,10 +61,12 @@ class DSRClassifier(SpikingClassifier):
         readout: str = "auto",
         init_from: str | None = None,
         thresholds: str | None = None,
+        calibration_split: str = "train",
         **kwargs: Any,
     ) -> None:
         if readout not in _READOUTS:
             raise ConfigError(f"method.readout={readout!r} is not valid; choose one of: {', '.join(_READOUTS)}")
+        check_calibration_split(calibration_split)
         super().__init__(*args, **kwargs)
         neuron = dict(self.hparams.neuron)
         kind = neuron.get("kind")
@@ -71,6 +78,7 @@ class DSRClassifier(SpikingClassifier):
         self.delta_t = float(neuron.get("delta_t", 0.05))
         self.init_from = init_from
         self.thresholds_path = thresholds
+        self.calibration_split = calibration_split
         self._initialised = False
 
     # ---- readout and loss -------------------------------------------------------------------
@@ -262,12 +270,16 @@ def calibrate_checkpoint(
     q: float = 99.9,
     data_overrides: dict[str, Any] | None = None,
     seed: int = 0,
+    split: str | None = None,
 ) -> dict[str, float]:
     """ImageNet hybrid step 2 on a trained ANN checkpoint (``method=dsr_ann``): re-create its model and
-    data from the checkpoint's own config, run ``num_batches`` batches of the **training** split
-    (dsr.md "Networks"), and save the per-layer q-th percentiles to ``out`` (JSON)."""
+    data from the checkpoint's own config, run ``num_batches`` batches of ``split`` (default: the
+    checkpoint's ``method.calibration_split``, else ``train``; ``test`` = the test set with evaluation
+    transforms, as DSR's ``imagenet/main.py`` calibrates on its val_loader, and only under
+    ``protocol=paper``) and save the per-layer q-th percentiles to ``out`` (JSON; dsr.md "Networks")."""
     from omegaconf import OmegaConf
 
+    from spikeforge.protocol import protocol_name
     from spikeforge.run import build_datamodule, build_module, load_checkpoint
 
     if not Path(ckpt_path).is_file():
@@ -277,6 +289,9 @@ def calibrate_checkpoint(
     cfg = OmegaConf.create(ckpt["spikeforge_config"])
     if data_overrides:
         cfg.data = OmegaConf.merge(cfg.data, data_overrides)
+    if split is None:
+        split = OmegaConf.select(cfg, "method.calibration_split", default="train")
+    split = check_calibration_split(split, protocol_name(cfg))
     module = build_module(cfg)
     try:
         module.load_state_dict(ckpt["state_dict"])
@@ -286,10 +301,11 @@ def calibrate_checkpoint(
     if dsr_neurons(module.net):
         log.warning("calibrating a spiking network: thresholds are meant to come from the ReLU ANN (method=dsr_ann)")
     datamodule = build_datamodule(cfg)
-    datamodule.setup("fit")
+    datamodule.setup("fit" if split == "train" else "test")
     torch.manual_seed(seed)
-    batches = (module.encode(x) for x, _ in datamodule.train_dataloader())
+    loader = datamodule.train_dataloader() if split == "train" else datamodule.test_dataloader()
+    batches = (module.encode(x) for x, _ in loader)
     values = calibrate_thresholds(module.net, batches, q=q, num_batches=num_batches, seed=seed)
-    save_thresholds(out, values, percentile=q, batches=num_batches, split="train", ann_checkpoint=str(ckpt_path),
+    save_thresholds(out, values, percentile=q, batches=num_batches, split=split, ann_checkpoint=str(ckpt_path),
                     model=cfg.model.get("name"), data=cfg.data.get("name"))
     return values

@@ -5,9 +5,12 @@ and asgl.md/stbp_tdbn.md); ``decay_norm_and_bias: true`` puts every parameter un
 dsr.md "Recipes": "wd 5e-4 on all parameters", V_th included).
 
 Schedules are one ``LambdaLR`` stepped after every optimiser step:
-- linear warm-up over ``warmup_epochs`` epochs plus ``warmup_steps`` iterations (DSR: 400 iterations),
-- then ``cosine`` (to ``min_lr``), ``step`` (×``gamma`` at each epoch in ``milestones``) or ``constant``.
-``per_epoch: true`` evaluates the cosine at whole epochs (DSR's per-epoch cosine) instead of every step.
+- ``cosine`` (to ``min_lr``), ``step`` (×``gamma`` at each epoch in ``milestones``) or ``constant``;
+  ``per_epoch: true`` evaluates the cosine at whole epochs (DSR's per-epoch cosine; ASGL's
+  ``CosineAnnealingLR`` stepped once an epoch) instead of every step;
+- times a linear warm-up over the first W = ``warmup_epochs`` epochs plus ``warmup_steps`` iterations
+  (DSR: 400): step i (from 0) runs at (i + 1)/W, so the first step is not at lr 0 and step W − 1 is at
+  the full rate — DSR's ``adjust_warmup_lr``, lr·(i + 1)/W times the epoch's cosine value.
 """
 
 from __future__ import annotations
@@ -97,11 +100,25 @@ class SchedulerConfig:
     gamma: float = 0.1
 
 
+def warmup_factor(step: int, warmup: int, start_factor: float = 0.0) -> float:
+    """Linear warm-up multiplier of step ``step`` (from 0) over ``warmup`` steps: s₀ + (1 − s₀)·(step + 1)/W,
+    1 from step W − 1 on (DSR ``adjust_warmup_lr``: lr·(citer + 1)/warmup)."""
+    if step >= warmup - 1:
+        return 1.0
+    return start_factor + (1 - start_factor) * (step + 1) / warmup
+
+
 def lr_factor(step: int, total_steps: int, steps_per_epoch: int, cfg: SchedulerConfig, base_lr: float) -> float:
-    """Multiplier of the base LR after ``step`` optimiser steps."""
+    """Multiplier of the base LR for optimiser step ``step`` (counted from 0): the schedule's value times
+    the warm-up factor."""
     warmup = int(cfg.warmup_epochs * steps_per_epoch) + cfg.warmup_steps
-    if step < warmup:
-        return cfg.warmup_start_factor + (1 - cfg.warmup_start_factor) * step / warmup
+    return warmup_factor(step, warmup, cfg.warmup_start_factor) * _schedule_factor(
+        step, warmup, total_steps, steps_per_epoch, cfg, base_lr)
+
+
+def _schedule_factor(
+    step: int, warmup: int, total_steps: int, steps_per_epoch: int, cfg: SchedulerConfig, base_lr: float
+) -> float:
     epoch = step // max(steps_per_epoch, 1)
     if cfg.name == "constant":
         return 1.0
@@ -111,8 +128,8 @@ def lr_factor(step: int, total_steps: int, steps_per_epoch: int, cfg: SchedulerC
         if cfg.per_epoch:
             total_epochs = max(total_steps // max(steps_per_epoch, 1), 1)
             progress = min(epoch / total_epochs, 1.0)
-        else:
-            progress = min((step - warmup) / max(total_steps - warmup, 1), 1.0)
+        else:  # a per-step cosine starts after the warm-up
+            progress = min(max(step - warmup, 0) / max(total_steps - warmup, 1), 1.0)
         floor = cfg.min_lr / base_lr if base_lr > 0 else 0.0
         return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
     raise ConfigError(f"unknown scheduler {cfg.name!r}; choose one of: cosine, step, constant")

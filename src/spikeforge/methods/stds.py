@@ -9,8 +9,10 @@ What differs from BPTT (docs/methods/stds.md):
   sign(w₀)(|w₀| + D) so the network starts unchanged). The step counter ``stds_step`` and D are
   buffers, so a resumed run continues the schedule where it stopped;
 - ``alpha_gr`` > 0 adds the Grad R prior to the θ group after each step (Adam: sign-preserving
-  shrink of |θ| by lr·α; SGD: θ ← θ − lr·α·sign(θ_before)); BN, biases and excluded layers
-  (e.g. the ImageNet classifier) train in a second group without it;
+  shrink of |θ| by lr·α; SGD: θ ← θ − lr·α·sign(θ_before)); with ``grad_r_params: all`` (default)
+  BN, biases and excluded layers (e.g. the ImageNet classifier) train in a second group without it,
+  with ``theta`` the optimiser holds only θ and they keep their initial values, as in STDS's Grad R
+  code (``ImageNet/train.py`` builds its SGD from the reparametrised weights alone);
 - per-layer and total sparsity / connectivity are logged every validation epoch and written to
   ``results.json``; at the end of fitting the sparse weights w are exported to
   ``<run dir>/sparse_weights.pt`` with their number of non-zeros;
@@ -26,6 +28,7 @@ from typing import Any
 import torch
 from lightning.pytorch.utilities import rank_zero_info
 
+from spikeforge.config_schema import check_grad_r_params
 from spikeforge.errors import ConfigError
 from spikeforge.layers.sparse import (
     SCHEDULES,
@@ -63,7 +66,8 @@ def grad_r_sgd(theta: torch.Tensor, sign_before: torch.Tensor, lr: float, alpha:
 
 class STDSClassifier(SpikingClassifier):
     """``method=stds``. Extra args: ``flat_width`` (D_final, or μ of Grad R), ``schedule``
-    (sine|linear|fixed), ``alpha_gr`` (Grad R α, 0 = off), ``sparse_function`` (stmod|identity),
+    (sine|linear|fixed), ``alpha_gr`` (Grad R α, 0 = off), ``grad_r_params`` (all|theta: what the
+    Grad R optimiser holds), ``sparse_function`` (stmod|identity),
     ``exclude`` (glob patterns of layer names left dense), ``test_checkpoint`` (last|best),
     ``export_sparse`` (write ``sparse_weights.pt`` at the end of fitting)."""
 
@@ -73,6 +77,7 @@ class STDSClassifier(SpikingClassifier):
         flat_width: float = 1.0,
         schedule: str = "sine",
         alpha_gr: float = 0.0,
+        grad_r_params: str = "all",
         sparse_function: str = "stmod",
         exclude: list[str] | tuple[str, ...] = (),
         test_checkpoint: str = "last",
@@ -94,12 +99,14 @@ class STDSClassifier(SpikingClassifier):
             raise ConfigError(f"method.alpha_gr must be >= 0 (got {alpha_gr}); 0 switches Grad R off")
         if float(alpha_gr) > 0 and schedule != "fixed":
             raise ConfigError("Grad R (method.alpha_gr > 0) uses flat_width as a fixed μ; set method.schedule=fixed")
+        check_grad_r_params(grad_r_params, alpha_gr)
         if test_checkpoint not in ("last", "best"):
             raise ConfigError(f"method.test_checkpoint must be 'last' or 'best' (got {test_checkpoint!r})")
         super().__init__(*args, **kw)
         self.d_final = float(flat_width)
         self.schedule = schedule
         self.alpha_gr = float(alpha_gr)
+        self.grad_r_params = grad_r_params
         self.sparse_function = sparse_function
         self.test_checkpoint = test_checkpoint
         self.export_sparse = export_sparse
@@ -148,12 +155,15 @@ class STDSClassifier(SpikingClassifier):
     # ---- optimisation -----------------------------------------------------------------------
     def param_groups(self) -> list[dict[str, Any]]:
         """θ of the reparametrised layers (with the Grad R prior when ``alpha_gr`` > 0), then every
-        other parameter (BN, biases, excluded layers) without it."""
+        other parameter (BN, biases, excluded layers) without it; only θ with ``grad_r_params: theta``
+        (STDS's Grad R optimiser: BN, biases and the dense classifier keep their initial values)."""
         th = thetas(self.net)
-        decay, no_decay = split_decay(self.net, self.hparams.optimizer.get("decay_norm_and_bias", False), exclude=th)
         theta_group: dict[str, Any] = {"params": th, "decay": True, "stds_theta": True}
         if self.alpha_gr > 0:
             theta_group["alpha_gr"] = self.alpha_gr
+        if self.grad_r_params == "theta":
+            return [theta_group]
+        decay, no_decay = split_decay(self.net, self.hparams.optimizer.get("decay_norm_and_bias", False), exclude=th)
         return [theta_group, {"params": decay, "decay": True}, {"params": no_decay, "decay": False}]
 
     def configure_optimizers(self) -> dict[str, Any]:
@@ -223,6 +233,7 @@ class STDSClassifier(SpikingClassifier):
             "flat_width_final": self.d_final,
             "flat_width": self.flat_width,
             "alpha_gr": self.alpha_gr,
+            "grad_r_params": self.grad_r_params,
             "stds_steps": int(self.stds_step),
             "sparsity": total,
             "connectivity": 1.0 - total,

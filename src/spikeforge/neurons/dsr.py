@@ -7,7 +7,9 @@ pass differentiates the (weighted) firing-rate *representation* instead of the s
 - LIF: â(o) ≈ clamp(â(x)/τ, 0, V_th/Δt) with the weighted rate â (weights w_i = exp(−(T − i)·Δt/τ));
   o_t ∈ {0, V_th/Δt}.
 
-V_th is one trainable scalar per layer, lower-bounded by ``v_threshold_bound``. Bound decision (dsr.md
+V_th is one trainable scalar per layer, lower-bounded by ``v_threshold_bound``; its gradient is multiplied by
+``v_threshold_grad_scale`` (1 by default; DSR's ImageNet neuron, ``imagenet/neuron.py``, multiplies the IF
+threshold gradient by 0.001, its CIFAR neuron does not). Bound decision (dsr.md
 "V_th"): the parameter is clamped in place to the bound before every forward and then used as it is, so
 its gradient is never stopped (spikingjelly's ``DSRIFNode``/``DSRLIFNode`` clamp out of place, which
 gives a threshold below its bound zero gradient; they also fix T at construction). These modules take T
@@ -81,7 +83,7 @@ class DSRIFFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(  # type: ignore[override]
-        ctx, x: torch.Tensor, v_th: torch.Tensor, alpha: float, fused: bool = False
+        ctx, x: torch.Tensor, v_th: torch.Tensor, alpha: float, fused: bool = False, grad_scale: float = 1.0
     ) -> torch.Tensor:
         T = x.shape[0]
         xw = x.to(_work_dtype(x))
@@ -90,6 +92,7 @@ class DSRIFFunction(torch.autograd.Function):
         ctx.save_for_backward(xw.mean(0), v_th.detach().clone())  # a copy: V_th is clamped in place later
         ctx.T = T
         ctx.x_dtype = x.dtype
+        ctx.grad_scale = grad_scale
         return out.to(x.dtype)
 
     @staticmethod
@@ -103,8 +106,10 @@ class DSRIFFunction(torch.autograd.Function):
             g = torch.where(inside, G / ctx.T, torch.zeros_like(G))
             grad_x = g.unsqueeze(0).expand(ctx.T, *g.shape).to(ctx.x_dtype).contiguous()
         if ctx.needs_input_grad[1]:
-            grad_vth = torch.where(x_bar > vth, G, torch.zeros_like(G)).sum().to(v_th.dtype).reshape(v_th.shape)
-        return grad_x, grad_vth, None, None
+            # ∂L/∂V_th = s·Σ G·1[x̄ > V_th], s = v_threshold_grad_scale (0.001 in DSR's ImageNet neuron)
+            grad_vth = ctx.grad_scale * torch.where(x_bar > vth, G, torch.zeros_like(G)).sum()
+            grad_vth = grad_vth.to(v_th.dtype).reshape(v_th.shape)
+        return grad_x, grad_vth, None, None, None
 
 
 class DSRLIFFunction(torch.autograd.Function):
@@ -112,7 +117,14 @@ class DSRLIFFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(  # type: ignore[override]
-        ctx, x: torch.Tensor, v_th: torch.Tensor, tau: float, delta_t: float, alpha: float, fused: bool = False
+        ctx,
+        x: torch.Tensor,
+        v_th: torch.Tensor,
+        tau: float,
+        delta_t: float,
+        alpha: float,
+        fused: bool = False,
+        grad_scale: float = 1.0,
     ) -> torch.Tensor:
         T = x.shape[0]
         xw = x.to(_work_dtype(x))
@@ -120,7 +132,7 @@ class DSRLIFFunction(torch.autograd.Function):
         beta = math.exp(-delta_t / tau)
         out = run_multi_step("fused" if fused else "reference", dsr_lif_integrate, xw, vth, beta, alpha, delta_t)
         ctx.save_for_backward(weighted_rate(xw, tau, delta_t), v_th.detach().clone())
-        ctx.T, ctx.tau, ctx.delta_t, ctx.x_dtype = T, tau, delta_t, x.dtype
+        ctx.T, ctx.tau, ctx.delta_t, ctx.x_dtype, ctx.grad_scale = T, tau, delta_t, x.dtype, grad_scale
         return out.to(x.dtype)
 
     @staticmethod
@@ -136,10 +148,10 @@ class DSRLIFFunction(torch.autograd.Function):
             g = torch.where((x_hat > 0) & (x_hat < upper), G / tau / T, torch.zeros_like(G))
             grad_x = g.unsqueeze(0).expand(T, *g.shape).to(ctx.x_dtype).contiguous()
         if ctx.needs_input_grad[1]:
-            # ∂L/∂V_th = Δt·Σ G·1[x̂ > V_th·τ/Δt]
-            grad_vth = (dt * torch.where(x_hat > upper, G, torch.zeros_like(G)).sum()).to(v_th.dtype)
+            # ∂L/∂V_th = s·Δt·Σ G·1[x̂ > V_th·τ/Δt], s = v_threshold_grad_scale
+            grad_vth = (ctx.grad_scale * dt * torch.where(x_hat > upper, G, torch.zeros_like(G)).sum()).to(v_th.dtype)
             grad_vth = grad_vth.reshape(v_th.shape)
-        return grad_x, grad_vth, None, None, None, None
+        return grad_x, grad_vth, None, None, None, None, None
 
 
 # ---- modules ---------------------------------------------------------------------------------------
@@ -161,9 +173,15 @@ class DSRNeuron(base.MemoryModule):
         T: int | None = None,
         step_mode: str = "m",
         backend: str = "auto",
+        v_threshold_grad_scale: float = 1.0,
     ) -> None:
         super().__init__()
         self.backend = check_backend(backend)
+        scale = v_threshold_grad_scale
+        if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not 0 < float(scale) < math.inf:
+            raise ConfigError(f"DSR v_threshold_grad_scale must be a number > 0 (got {scale!r}); 1.0 keeps the "
+                              "threshold gradient as it is, 0.001 is DSR's ImageNet neuron")
+        self.v_threshold_grad_scale = float(scale)
         if not 0.0 < float(alpha) <= 1.0:
             raise ConfigError(f"DSR alpha (firing at alpha·V_th) must be in (0, 1], got {alpha}")
         if float(v_threshold_bound) <= 0:
@@ -228,14 +246,16 @@ class DSRIFNeuron(DSRNeuron):
     """IF neuron of DSR: o_t ∈ {0, V_th}; representation r = mean_t o_t ∈ [0, V_th]."""
 
     def multi_step_forward(self, x_seq: torch.Tensor, *args: object, **kwargs: object) -> torch.Tensor:
-        return DSRIFFunction.apply(x_seq, self.bounded_threshold(), self.alpha, use_fused(self.backend, x_seq.device))
+        return DSRIFFunction.apply(x_seq, self.bounded_threshold(), self.alpha, use_fused(self.backend, x_seq.device),
+                                   self.v_threshold_grad_scale)
 
     def representation(self, out: torch.Tensor) -> torch.Tensor:
         return out.mean(0)
 
     def extra_repr(self) -> str:
         return (f"v_threshold={float(self.v_threshold.detach()):.4g}, alpha={self.alpha}, "
-                f"v_threshold_bound={self.v_threshold_bound}, T={self.T}, step_mode={self.step_mode}")
+                f"v_threshold_bound={self.v_threshold_bound}, v_threshold_grad_scale={self.v_threshold_grad_scale}, "
+                f"T={self.T}, step_mode={self.step_mode}")
 
 
 class DSRLIFNeuron(DSRNeuron):
@@ -252,24 +272,26 @@ class DSRLIFNeuron(DSRNeuron):
         T: int | None = None,
         step_mode: str = "m",
         backend: str = "auto",
+        v_threshold_grad_scale: float = 1.0,
     ) -> None:
         if float(tau) <= 0 or float(delta_t) <= 0:
             raise ConfigError(f"DSR LIF needs tau > 0 and delta_t > 0, got tau={tau}, delta_t={delta_t}")
-        super().__init__(v_threshold, alpha, v_threshold_bound, v_threshold_training, T, step_mode, backend)
+        super().__init__(v_threshold, alpha, v_threshold_bound, v_threshold_training, T, step_mode, backend,
+                         v_threshold_grad_scale)
         self.tau = float(tau)
         self.delta_t = float(delta_t)
 
     def multi_step_forward(self, x_seq: torch.Tensor, *args: object, **kwargs: object) -> torch.Tensor:
         return DSRLIFFunction.apply(x_seq, self.bounded_threshold(), self.tau, self.delta_t, self.alpha,
-                                    use_fused(self.backend, x_seq.device))
+                                    use_fused(self.backend, x_seq.device), self.v_threshold_grad_scale)
 
     def representation(self, out: torch.Tensor) -> torch.Tensor:
         return weighted_rate(out, self.tau, self.delta_t)
 
     def extra_repr(self) -> str:
         return (f"v_threshold={float(self.v_threshold.detach()):.4g}, tau={self.tau}, delta_t={self.delta_t}, "
-                f"alpha={self.alpha}, v_threshold_bound={self.v_threshold_bound}, T={self.T}, "
-                f"step_mode={self.step_mode}")
+                f"alpha={self.alpha}, v_threshold_bound={self.v_threshold_bound}, "
+                f"v_threshold_grad_scale={self.v_threshold_grad_scale}, T={self.T}, step_mode={self.step_mode}")
 
 
 # Defaults: the paper's CIFAR recipes (dsr.md "Recipes": IF row and LIF row).
@@ -282,9 +304,12 @@ def dsr_if(
     v_threshold_training: bool = True,
     step_mode: str = "m",
     backend: str = "auto",
+    v_threshold_grad_scale: float = 1.0,
 ) -> DSRIFNeuron:
-    """DSR IF neuron; ``T`` is optional (the input's first dimension is used)."""
-    return DSRIFNeuron(v_threshold, alpha, v_threshold_bound, v_threshold_training, T, step_mode, backend)
+    """DSR IF neuron; ``T`` is optional (the input's first dimension is used). ``v_threshold_grad_scale``
+    multiplies ∂L/∂V_th (0.001 as DSR's ImageNet neuron)."""
+    return DSRIFNeuron(v_threshold, alpha, v_threshold_bound, v_threshold_training, T, step_mode, backend,
+                       v_threshold_grad_scale)
 
 
 @register_neuron("dsr_lif")
@@ -298,7 +323,9 @@ def dsr_lif(
     v_threshold_training: bool = True,
     step_mode: str = "m",
     backend: str = "auto",
+    v_threshold_grad_scale: float = 1.0,
 ) -> DSRLIFNeuron:
-    """DSR LIF neuron; ``T`` is optional (the input's first dimension is used)."""
+    """DSR LIF neuron; ``T`` is optional (the input's first dimension is used). ``v_threshold_grad_scale``
+    multiplies ∂L/∂V_th."""
     return DSRLIFNeuron(v_threshold, tau, delta_t, alpha, v_threshold_bound, v_threshold_training, T, step_mode,
-                        backend)
+                        backend, v_threshold_grad_scale)
