@@ -65,8 +65,15 @@ def heaviside_output(m: nn.Module) -> bool:
     return False
 
 
+def _in_neuron_slot(m: nn.Module) -> bool:
+    """A spiking neuron, or the ReLU that takes a neuron's slot in the ANN of the same graph."""
+    from spikeforge.neurons.basic import ReLUNeuron
+
+    return is_neuron(m) or isinstance(m, ReLUNeuron)
+
+
 def _has_neuron(m: nn.Module) -> bool:
-    return any(is_neuron(x) for x in m.modules())
+    return any(_in_neuron_slot(x) for x in m.modules())
 
 
 # ---- a unit and its exact recompute ------------------------------------------------------------
@@ -81,6 +88,20 @@ class _ZeroToken(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
         return grad
+
+
+class _Hold(torch.autograd.Function):
+    """Identity on a unit's output that saves what the checkpoint keeps of its input (the input, or its
+    bits): held until backward either way, now also seen by saved-tensor hooks (the bytes-saved figure)."""
+
+    @staticmethod
+    def forward(ctx: Any, out: torch.Tensor, *held: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        ctx.save_for_backward(*held)
+        return out.view_as(out)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
+        return (grad, *([None] * len(ctx.saved_tensors)))
 
 
 class _Recompute:
@@ -157,7 +178,7 @@ class Unit(nn.Module):
             return self.run(x)
         ctx = partial(_contexts, self.body)
         if not self.binary_input:
-            return checkpoint(self.run, x, use_reentrant=False, context_fn=ctx)
+            return _Hold.apply(checkpoint(self.run, x, use_reentrant=False, context_fn=ctx), x.detach())
         if not self.verified:  # the structural proof, checked once
             if not bool(((x == 0) | (x == 1)).all()):
                 raise RuntimeError(f"memory=checkpoint: the input of {self.unit_name} follows a spiking neuron but "
@@ -165,7 +186,8 @@ class Unit(nn.Module):
             self.verified = True
         with torch.no_grad():
             packed = _BITS.compress(x)
-        return checkpoint(self._run_packed, packed, _ZeroToken.apply(x), use_reentrant=False, context_fn=ctx)
+        out = checkpoint(self._run_packed, packed, _ZeroToken.apply(x), use_reentrant=False, context_fn=ctx)
+        return _Hold.apply(out, packed[0])
 
     def extra_repr(self) -> str:
         return f"{self.unit_name}, checkpointed={self.checkpointed}, bit_packed_input={self.binary_input}"
@@ -189,7 +211,7 @@ def split_units(seq: nn.Sequential, name: str) -> list[Unit]:
     run: list[nn.Module] = []
     run_binary = prev_binary = False
     for i, child in enumerate(seq):
-        if _has_neuron(child) and not is_neuron(child):  # a block: a unit of its own
+        if _has_neuron(child) and not _in_neuron_slot(child):  # a block: a unit of its own
             if run:
                 units.append(Unit(run, run_binary, f"{name}[{i - len(run)}:{i}]"))
                 run = []
@@ -200,7 +222,7 @@ def split_units(seq: nn.Sequential, name: str) -> list[Unit]:
             run_binary = prev_binary
         run.append(child)
         prev_binary = heaviside_output(child)
-        if is_neuron(child):
+        if _in_neuron_slot(child):
             units.append(Unit(run, run_binary, f"{name}[{i + 1 - len(run)}:{i + 1}]"))
             run = []
     if run:
