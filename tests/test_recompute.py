@@ -7,13 +7,14 @@ follow a Heaviside neuron; DDP and bf16 autocast; SLTT refuses it."""
 from __future__ import annotations
 
 import copy
+import subprocess
 from pathlib import Path
 
 import lightning as L
 import pytest
 import torch
 from conftest import compose_cfg
-from infra_utils import TINY, run_train
+from infra_utils import PY, ROOT, TINY, env, run_train
 from spikingjelly.activation_based import functional
 
 from spikeforge import recompute
@@ -141,7 +142,7 @@ def test_auto_chooses_units_without_touching_the_run() -> None:
     assert len(chosen) == 6 and "layer1[0]" in chosen and "layer4[1]" not in chosen  # ceil(0.75 · 8)
     assert torch.equal(gen.get_state(), g0) and all(p.grad is None for p in net.parameters())
     assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
-    with pytest.raises(ConfigError, match="memory.level=4 searches by CUDA peak memory"):
+    with pytest.raises(ConfigError, match=r"memory\.level=4 searches by CUDA peak memory"):
         choose_units(net, lambda: net(x), 4, "balanced")
 
 
@@ -205,6 +206,18 @@ def test_per_step_methods_refuse_checkpoint(method: str) -> None:
         build_module(cfg)
 
 
+def test_two_gloo_ranks_ddp_checkpoint_and_auto_equal_none(tmp_path: Path) -> None:
+    """torch DDP on 2 gloo ranks, ASGL with per-rank mask streams; auto's probe agreed over the group."""
+    out = tmp_path / "diffs.pt"
+    r = subprocess.run([PY, str(ROOT / "tests" / "ddp_probes.py"), "recompute", str(out)], cwd=ROOT, env=env(),
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    diffs = torch.load(out)
+    assert diffs["ranks"] == 0.0  # DDP: both ranks hold the same weights
+    assert diffs["checkpoint"] <= 1e-6 and diffs["auto"] <= 1e-6, diffs
+
+
+@pytest.mark.slow
 def test_two_rank_ddp_asgl_trains_the_same_with_checkpoint_and_auto(tmp_path: Path) -> None:
     """trainer=ddp_cpu, 2 ranks, ASGL (per-rank mask streams; auto's probe sizes agreed over the group)."""
     dump = tmp_path / "dump"
@@ -212,7 +225,8 @@ def test_two_rank_ddp_asgl_trains_the_same_with_checkpoint_and_auto(tmp_path: Pa
                    "trainer.max_epochs=1", "++trainer.limit_train_batches=3", "++trainer.limit_val_batches=1",
                    "test=false", "inference_cost=false", "reliability.checkpoint_every_n_steps=0",
                    f"hydra.sweep.dir={tmp_path / 'sweep'}", "callbacks=none", "logger=csv",
-                   "+callbacks.dump._target_=infra_utils.DumpWeights", f"+callbacks.dump.dirpath={dump}/$" + "{memory.mode}"],
+                   "+callbacks.dump._target_=infra_utils.DumpWeights",
+                   f"+callbacks.dump.dirpath={dump}/$" + "{memory.mode}"],
                   timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     states = {f"{p.parent.name}/{p.stem}": torch.load(p, weights_only=False)["state"] for p in dump.rglob("*.pt")}
