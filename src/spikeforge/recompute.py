@@ -299,7 +299,7 @@ def choose_units(net: nn.Module, example: Any, level: int | None, budget: str) -
     group = torch.distributed.group.WORLD if torch.distributed.is_initialized() else None
     saved = _snapshot(net)
     try:
-        optimize_memory(table, Unit, lambda _t: example(), level=level, checkpoint_budget=budget,
+        optimize_memory(table, Unit, _ProbeFirst(example), level=level, checkpoint_budget=budget,
                         compress=False, process_group=group)
     finally:
         _restore(net, saved)
@@ -309,6 +309,20 @@ def choose_units(net: nn.Module, example: Any, level: int | None, budget: str) -
     for u, c in zip(units, chosen, strict=True):
         u.checkpointed = c
     return [u.unit_name for u, c in zip(units, chosen, strict=True) if c]
+
+
+class _ProbeFirst:
+    """``example_forward`` for optimize_memory: its first call is the probe of the unit inputs, which
+    needs no graph; running it without one keeps the probe's peak at inference size (the later calls of
+    the CUDA search measure forward + backward and keep the graph)."""
+
+    def __init__(self, example: Any) -> None:
+        self.example, self.calls = example, 0
+
+    def __call__(self, _table: nn.Module) -> Any:
+        self.calls += 1
+        with torch.no_grad() if self.calls == 1 else contextlib.nullcontext():
+            return self.example()
 
 
 class _Routed:
