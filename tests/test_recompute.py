@@ -206,6 +206,11 @@ def test_per_step_methods_refuse_checkpoint(method: str) -> None:
         build_module(cfg)
 
 
+def test_compile_refuses_checkpoint() -> None:
+    with pytest.raises(ConfigError, match=r"memory=checkpoint and model\.compile=true cannot be combined"):
+        build_module(compose_cfg(["memory=checkpoint", "model.compile=true"]))
+
+
 def test_two_gloo_ranks_ddp_checkpoint_and_auto_equal_none(tmp_path: Path) -> None:
     """torch DDP on 2 gloo ranks, ASGL with per-rank mask streams; auto's probe agreed over the group."""
     out = tmp_path / "diffs.pt"

@@ -121,7 +121,7 @@ class SpikingClassifier(L.LightningModule):
             raise ConfigError(f"method={self.hparams.get('name', type(self).__name__)} runs each time step's forward "
                               f"and backward on its own (memory flat in T), so memory={mode} does not apply; use "
                               "memory=none, or memory=checkpoint|auto with a BPTT-style method (bptt, bptt_sltt, "
-                              "stbp_tdbn, stds, asgl, asgl_sg, dsr, dsr_lif)")
+                              "stbp_tdbn, stds, asgl, asgl_sg, dsr, dsr_lif, dsr_ann)")
         if mode != "none" and compiled:
             raise ConfigError(f"memory={mode} and model.compile=true cannot be combined; use one of them")
         from spikeforge.recompute import apply_memory
