@@ -98,8 +98,10 @@ def compose_cfg(method: str, model: str, T: int, extra: Sequence[str] = ()) -> A
     from hydra.core.global_hydra import GlobalHydra
 
     name, method_overrides = parse_method(method)
+    memory = method_overrides.pop("memory", None)  # "bptt:memory=checkpoint": the run's memory group
     overrides = [f"method={name}", f"model={model}", f"T={T}", "data=digits",
-                 *(f"method.{k}={v}" for k, v in method_overrides.items()), *extra]
+                 *(f"method.{k}={v}" for k, v in method_overrides.items()), *extra,
+                 *([f"memory={memory}"] if memory else [])]
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         return compose(config_name="train", overrides=overrides)
@@ -463,6 +465,8 @@ _TARGETS = [
     {"methods": ["bptt_sltt"], "T": [4, 8], "variants": ["method"]},
     {"methods": ["bptt_sltt"], "T": [4], "variants": ["ann", "plain", "paired"]},
 ]
+# the SLTT paper's BPTT baseline under each memory mode (README "Memory")
+_MEMORY_MODES = [f"bptt_sltt:memory={m}" for m in ("none", "checkpoint", "auto")]
 _TARGET_KEYS = {"models": [SLTT_RESNET], "batch": [16], "warmup": 1, "steps": 2, "image_size": 32}
 PRESETS: dict[str, list[dict[str, Any]]] = {
     "quick": [{"methods": ["bptt"], "models": ["convnet"], "T": [2], "batch": [4],
@@ -473,6 +477,10 @@ PRESETS: dict[str, list[dict[str, Any]]] = {
     "methods": [{**_FAST_PATH, "methods": sorted(p.stem for p in (ROOT / "conf" / "method").glob("*.yaml")),
                  "T": [4], "variants": ["ann", "paired"], "steps": 3}],
     "all": [_FAST_PATH, _PAIRED, _COMPILE, *({**_TARGET_KEYS, **run} for run in _TARGETS)],
+    # memory=none | checkpoint | auto against SLTT: saved-for-backward bytes, peak RSS and step time vs T
+    "memory": [{**_TARGET_KEYS, "methods": [*_MEMORY_MODES, "sltt"], "T": [1, 2, 4, 6, 8], "variants": ["method"]},
+               {**_TARGET_KEYS, "models": ["convnet"], "methods": [*_MEMORY_MODES, "sltt"],
+                "T": [1, 2, 4, 6, 8], "variants": ["method"]}],
 }
 
 
@@ -562,6 +570,12 @@ def evaluate_targets(rows: list[dict[str, Any]], model: str = SLTT_RESNET, batch
     o6 = overhead_row("sltt", 6)
     out.append(_target(f"SLTT step within 5% of the plain spikingjelly loop{where(o6) or ' (T=6)'}",
                        val(o6, "overhead"), 1.05))
+    # memory=checkpoint against memory=none (the SLTT paper's BPTT baseline, T = 6)
+    none6, ck6 = get("bptt_sltt(memory=none)", 6), get("bptt_sltt(memory=checkpoint)", 6)
+    out.append(_target("memory=checkpoint saved bytes <= 0.5 x memory=none (T=6)", val(ck6, "saved_bytes_peak"),
+                       None if none6 is None else 0.5 * none6["saved_bytes_peak"], "B"))
+    out.append(_target("memory=checkpoint step <= 1.3 x memory=none step (T=6)", val(ck6, "step_s"),
+                       None if none6 is None else 1.3 * none6["step_s"], "s"))
     return out
 
 

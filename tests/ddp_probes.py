@@ -156,6 +156,61 @@ def _copy(m: torch.nn.Module) -> torch.nn.Module:
     return copy.deepcopy(m)
 
 
+# ---- memory=checkpoint|auto on two gloo ranks: ``python tests/ddp_probes.py recompute <out.pt>`` --------
+
+
+def _recompute_rank(rank: int, port: int, out: str) -> None:
+    """torch DDP over an ASGL convnet (per-rank mask streams), two SGD steps per memory mode; rank 0
+    saves the largest parameter difference of each mode from memory=none and from rank 1."""
+    import copy
+    import os
+
+    import torch.distributed as dist
+    from spikingjelly.activation_based import functional
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    from spikeforge.distributed import rank_generator
+    from spikeforge.layers import norm_factory
+    from spikeforge.models import build_model
+    from spikeforge.neurons import neuron_factory
+    from spikeforge.recompute import apply_memory, choose_units
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=2)
+    torch.manual_seed(0)
+    base = build_model("convnet", 10, 3, neuron=neuron_factory("asgl_lif", p=0.5), norm=norm_factory("bn"),
+                       channels=(4, 8), pool_size=1)
+    g = torch.Generator().manual_seed(10 + rank)  # this rank's data
+    batches = [(torch.rand(2, 4, 3, 8, 8, generator=g), torch.randint(0, 10, (4,), generator=g)) for _ in range(2)]
+    params: dict[str, list[torch.Tensor]] = {}
+    for mode in ("none", "checkpoint", "auto"):
+        net = apply_memory(copy.deepcopy(base), mode)
+        gen = rank_generator(7, "asgl/masks", rank=rank)
+        for m in net.modules():
+            if hasattr(m, "generator"):
+                m.generator = gen
+        if mode == "auto":
+            choose_units(net, lambda n=net: n(batches[0][0]), None, "speed")
+            functional.reset_net(net)
+        ddp = DDP(net)
+        opt = torch.optim.SGD(net.parameters(), lr=0.5)
+        for x, y in batches:
+            opt.zero_grad()
+            functional.reset_net(net)
+            torch.nn.functional.cross_entropy(ddp(x).mean(0), y).backward()
+            opt.step()
+        params[mode] = [p.detach().clone() for p in net.parameters()]
+    other = [[torch.empty_like(p) for p in params["none"]] for _ in range(2)]
+    for mine, theirs in zip(params["checkpoint"], other[1], strict=True):
+        dist.all_gather([torch.empty_like(mine), theirs] if rank == 0 else [theirs, torch.empty_like(mine)], mine)
+    if rank == 0:
+        diffs = {mode: max(float((a - b).abs().max()) for a, b in zip(ps, params["none"], strict=True))
+                 for mode, ps in params.items()}
+        diffs["ranks"] = max(float((a - b).abs().max()) for a, b in zip(params["checkpoint"], other[1], strict=True))
+        torch.save(diffs, out)
+    dist.destroy_process_group()
+
+
 if __name__ == "__main__":
     import socket
     import sys
@@ -167,3 +222,8 @@ if __name__ == "__main__":
             s.bind(("127.0.0.1", 0))
             free_port = s.getsockname()[1]
         mp.spawn(_syncbn_rank, args=(free_port, sys.argv[2]), nprocs=2)
+    if sys.argv[1] == "recompute":
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            free_port = s.getsockname()[1]
+        mp.spawn(_recompute_rank, args=(free_port, sys.argv[2]), nprocs=2)

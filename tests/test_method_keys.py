@@ -31,7 +31,7 @@ class _Closed(SpikingClassifier):  # passes nothing on: only its own arguments
 
 
 def test_keys_are_read_from_the_signatures() -> None:
-    base = {"model", "neuron", "norm", "loss", "optimizer", "scheduler", "T", "num_classes", "in_channels"}
+    base = {"model", "neuron", "norm", "loss", "optimizer", "scheduler", "T", "num_classes", "in_channels", "memory"}
     assert method_keys(SpikingClassifier) == base
     assert method_keys(SLTT) >= base | {"K", "seed", "init_from"}
     assert method_keys(_NewMethod) == method_keys(SLTT) | {"beta"}

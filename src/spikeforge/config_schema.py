@@ -378,7 +378,8 @@ def method_keys_from_source(target: str) -> set[str] | None:
 
 
 # given by the run from the model and data configs (spikeforge.run.build_module), not by method.*
-_RUN_SUPPLIED = {"model": "model.*", "num_classes": "data.num_classes", "in_channels": "data.channels"}
+_RUN_SUPPLIED = {"model": "model.*", "num_classes": "data.num_classes", "in_channels": "data.channels",
+                 "memory": "the memory group (memory=none|checkpoint|auto)"}
 
 
 def method_keys(cls: type) -> set[str]:

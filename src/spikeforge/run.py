@@ -70,6 +70,7 @@ def build_module(cfg: DictConfig) -> L.LightningModule:
         model=OmegaConf.to_container(cfg.model, resolve=True),
         num_classes=cfg.data.num_classes,
         in_channels=cfg.data.channels,
+        memory=OmegaConf.to_container(cfg.memory, resolve=True) if cfg.get("memory") else None,
         _recursive_=False,
         _convert_="all",
     )

@@ -46,6 +46,7 @@ class SpikingClassifier(L.LightningModule):
         optimizer / scheduler: see ``spikeforge.methods.optim``.
         T: number of time steps.
         num_classes / in_channels: from the data config.
+        memory: the run's ``memory`` group (``spikeforge.recompute``): ``{"mode": none|checkpoint|auto, ...}``.
     """
 
     def __init__(
@@ -59,6 +60,7 @@ class SpikingClassifier(L.LightningModule):
         T: int,
         num_classes: int,
         in_channels: int = 3,
+        memory: dict[str, Any] | None = None,
         **extra: Any,
     ) -> None:
         super().__init__()
@@ -98,6 +100,7 @@ class SpikingClassifier(L.LightningModule):
             norm=self.norm_factory(),
             **cfg,
         )
+        net = self.apply_memory(net, compile_net)
         if self.channels_last:  # model.channels_last=true: NHWC conv weights (and inputs, see encode)
             net = net.to(memory_format=torch.channels_last)
         if compile_net:  # model.compile=true: torch.compile in place (state-dict keys unchanged)
@@ -107,6 +110,32 @@ class SpikingClassifier(L.LightningModule):
             # value of Relational")
             net.compile(dynamic=False)
         return net
+
+    # ---- memory=checkpoint|auto (spikeforge.recompute) ------------------------------------------
+    # methods whose backward is not one BPTT pass over the multi-step forward set ("none",)
+    memory_modes: tuple[str, ...] = ("none", "checkpoint", "auto")
+
+    def apply_memory(self, net: nn.Module, compiled: bool) -> nn.Module:
+        mode = str((self.hparams.get("memory") or {}).get("mode", "none"))
+        if mode != "none" and mode not in self.memory_modes:
+            raise ConfigError(f"method={self.hparams.get('name', type(self).__name__)} runs each time step's forward "
+                              f"and backward on its own (memory flat in T), so memory={mode} does not apply; use "
+                              "memory=none, or memory=checkpoint|auto with a BPTT-style method (bptt, bptt_sltt, "
+                              "stbp_tdbn, stds, asgl, asgl_sg, dsr, dsr_lif, dsr_ann)")
+        if mode != "none" and compiled:
+            raise ConfigError(f"memory={mode} and model.compile=true cannot be combined; use one of them")
+        from spikeforge.recompute import apply_memory
+
+        return apply_memory(net, mode)
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        mem = self.hparams.get("memory") or {}
+        if mem.get("mode") == "auto" and not getattr(self, "memory_units_chosen", None):
+            from spikeforge.recompute import choose_units
+
+            x = batch[0]
+            self.memory_units_chosen = choose_units(self.net, lambda: self(x), mem.get("level"),
+                                                    str(mem.get("budget", "balanced"))) or ["(none)"]
 
     # ---- forward ----------------------------------------------------------------------------
     def encode(self, x: torch.Tensor) -> torch.Tensor:

@@ -149,6 +149,8 @@ class SLTT(_InitFrom, SpikingClassifier):
             the optimiser step (``norm`` or ``value``; None: no clipping).
     """
 
+    memory_modes = ("none",)  # per-step backward: memory=checkpoint does not apply
+
     def __init__(
         self,
         *args: Any,
