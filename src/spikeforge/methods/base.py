@@ -64,7 +64,8 @@ class SpikingClassifier(L.LightningModule):
         super().__init__()
         if int(T) < 1:
             raise ConfigError(f"T must be a positive number of time steps (got T={T}); e.g. T=4")
-        self.save_hyperparameters()
+        # the run logs its whole config (spikeforge.callbacks.hparams.RunConfigLogger), not this subset
+        self.save_hyperparameters(logger=False)
         self.T = int(T)
         self.num_classes = num_classes
         self.net = self.build_net()

@@ -28,7 +28,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from spikeforge.errors import CheckpointError, ConfigError
+from spikeforge.errors import ConfigError
 from spikeforge.methods.base import SpikingClassifier
 from spikeforge.neurons import is_neuron
 from spikeforge.neurons.basic import ReLUNeuron
@@ -253,43 +253,3 @@ def load_ann_weights(net: nn.Module, path: str | Path) -> int:
     thresholds = {f"{name}.v_threshold" for name in dsr_neurons(net)}
     return load_matching(net, read_net_state_dict(path, "method.init_from"), f"ANN checkpoint {path}",
                          skip=thresholds, hint="train the ANN with the same model and data (method=dsr_ann)")
-
-
-def calibrate_checkpoint(
-    ckpt_path: str | Path,
-    out: str | Path,
-    num_batches: int = 5,
-    q: float = 99.9,
-    data_overrides: dict[str, Any] | None = None,
-    seed: int = 0,
-) -> dict[str, float]:
-    """ImageNet hybrid step 2 on a trained ANN checkpoint (``method=dsr_ann``): re-create its model and
-    data from the checkpoint's own config, run ``num_batches`` batches of the **training** split
-    (dsr.md "Networks"), and save the per-layer q-th percentiles to ``out`` (JSON)."""
-    from omegaconf import OmegaConf
-
-    from spikeforge.run import build_datamodule, build_module, load_checkpoint
-
-    if not Path(ckpt_path).is_file():
-        raise CheckpointError(f"ANN checkpoint {ckpt_path} does not exist; pass the ANN run's "
-                              "checkpoints/last.ckpt (python src/train.py method=dsr_ann ...)")
-    ckpt = load_checkpoint(ckpt_path)
-    cfg = OmegaConf.create(ckpt["spikeforge_config"])
-    if data_overrides:
-        cfg.data = OmegaConf.merge(cfg.data, data_overrides)
-    module = build_module(cfg)
-    try:
-        module.load_state_dict(ckpt["state_dict"])
-    except RuntimeError as e:
-        raise CheckpointError(f"checkpoint {ckpt_path} does not match its model config "
-                              f"({str(e).splitlines()[0]})") from None
-    if dsr_neurons(module.net):
-        log.warning("calibrating a spiking network: thresholds are meant to come from the ReLU ANN (method=dsr_ann)")
-    datamodule = build_datamodule(cfg)
-    datamodule.setup("fit")
-    torch.manual_seed(seed)
-    batches = (module.encode(x) for x, _ in datamodule.train_dataloader())
-    values = calibrate_thresholds(module.net, batches, q=q, num_batches=num_batches, seed=seed)
-    save_thresholds(out, values, percentile=q, batches=num_batches, split="train", ann_checkpoint=str(ckpt_path),
-                    model=cfg.model.get("name"), data=cfg.data.get("name"))
-    return values
