@@ -1,4 +1,5 @@
-"""``SpikingClassifier``: the method contract shared by every training method (design.md).
+"""``SpikingClassifier``: the method contract shared by every training method
+(docs/architecture.md, "Adding a method").
 
 It builds the model from the method's neuron and norm factories, encodes the input time-major
 (direct encoding for static images: the image repeated T times; event frames ``[N, T, ...]`` are
