@@ -10,7 +10,8 @@
   never overwrites another run's directory;
 - resuming a run that already finished (``results.json``) prints one line and exits 0 before anything
   is written (a requeued job);
-- when resuming, the checkpoint is checked to be readable, and Hydra's config files of this attempt go
+- when resuming, the checkpoint is read once and checked (readable, written for this method, model and
+  data, parameter shapes equal to a meta-device build of the model), and Hydra's config files of this attempt go
   to ``.hydra/resume-<time>/`` instead of overwriting the original ``.hydra/*.yaml``.
 
 In a ``-m`` sweep a failing job does not stop the others (:func:`spikeforge.cli.run_cli` lets Hydra
@@ -134,7 +135,11 @@ class RunGuard(Callback):
 
             point = resume_point(task, run_dir)  # raises if missing/unreadable/for another config
             if point is not None:
-                check_state_matches(build_module(task), point.path, point.state_dict)
+                import torch
+
+                with torch.device("meta"):  # names and shapes only: no memory, no initialisation
+                    shell = build_module(task)
+                check_state_matches(shell, point.path, point.state_dict)
                 ckpt = point.path
             notice = finished_run_notice(task, run_dir)
             if notice is not None:  # a requeued job of a finished run: say so, touch nothing, exit 0

@@ -299,6 +299,7 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
     datamodule = make_resumable(datamodule, int(cfg.seed))
     if point is not None:  # (the run guard checked it already otherwise)
         check_state_matches(module, point.path, point.state_dict)
+        point = None  # releases the memory-mapped checkpoint; Lightning reads it again to restore the state
     trainer = build_trainer(cfg, run_callbacks=run_callbacks)
     test_recorder = next((c for c in trainer.callbacks if isinstance(c, EpochTestRecorder)), None)
     n_params = sum(p.numel() for p in module.parameters())
