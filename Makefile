@@ -43,8 +43,9 @@ test-slow: install  ## long checks: accuracy targets, kill-and-resume, sweeps
 test-all: install  ## fast and slow tests
 	$(PY) -m pytest -q $(XDIST) $(PYTEST_ARGS)
 
-lint: install  ## ruff
+lint: install  ## ruff, and the one-way import layers of src/ (docs/architecture.md)
 	$(VENV)/bin/ruff check src tests scripts
+	$(PY) scripts/check_layers.py
 
 format: install  ## ruff format + autofix
 	$(VENV)/bin/ruff check --fix src tests scripts

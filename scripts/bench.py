@@ -94,17 +94,14 @@ def method_label(spec: str) -> str:
 def compose_cfg(method: str, model: str, T: int, extra: Sequence[str] = ()) -> Any:
     """The run config of ``method`` (``name[:key=val,...]``) × ``model`` at ``T`` (data=digits gives
     10 classes and 3 channels; the bench feeds its own synthetic batch)."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
+    from spikeforge.compose import compose_config
 
     name, method_overrides = parse_method(method)
     memory = method_overrides.pop("memory", None)  # "bptt:memory=checkpoint": the run's memory group
     overrides = [f"method={name}", f"model={model}", f"T={T}", "data=digits",
                  *(f"method.{k}={v}" for k, v in method_overrides.items()), *extra,
                  *([f"memory={memory}"] if memory else [])]
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        return compose(config_name="train", overrides=overrides)
+    return compose_config(ROOT / "conf", overrides)
 
 
 def build_module(cfg: Any) -> Any:
@@ -365,7 +362,7 @@ def variant_module(method_spec: str, model: str, T: int, variant: str) -> tuple[
     try:
         module = build_module(cfg)
     except Exception as e:
-        from spikeforge.run import user_error_in
+        from spikeforge.errors import user_error_in
 
         if variant != "ann" or user_error_in(e) is None:
             raise

@@ -24,8 +24,8 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from omegaconf import OmegaConf  # noqa: E402
 
+from spikeforge.calibration import calibrate_checkpoint  # noqa: E402
 from spikeforge.errors import SpikeforgeError  # noqa: E402
-from spikeforge.methods.dsr import calibrate_checkpoint  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

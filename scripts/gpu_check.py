@@ -41,10 +41,10 @@ os.environ.setdefault("SPIKEFORGE_ROOT", str(ROOT))
 
 import lightning as L  # noqa: E402
 import torch  # noqa: E402
-from hydra import compose, initialize_config_dir  # noqa: E402
-from hydra.core.global_hydra import GlobalHydra  # noqa: E402
 from omegaconf import DictConfig, open_dict  # noqa: E402
 from torch.utils.data import DataLoader, TensorDataset  # noqa: E402
+
+from spikeforge.compose import compose_config  # noqa: E402
 
 SRC = str(ROOT / "src" / "spikeforge")
 METHODS = ["bptt", "sltt", "stbp_tdbn", "stds", "asgl", "dsr"]
@@ -61,17 +61,15 @@ NEURON_KINDS: dict[str, dict[str, Any]] = {
 # ---- (a) + (b): training steps --------------------------------------------------------------------
 def compose_cfg(method: str, precision: str, device: str, out_dir: Path, T: int, batch: int, width: int,
                 steps: int) -> DictConfig:
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose("train", overrides=[
-            f"method={method}", "model=preact_spiking_resnet18", f"model.width={width}", "data=cifar10",
-            f"trainer={'gpu' if device == 'cuda' else 'cpu'}", f"trainer.precision={precision}", f"T={T}",
-            f"data.batch_size={batch}", "++trainer.max_epochs=1", f"++trainer.max_steps={steps}",
-            "++trainer.limit_val_batches=0", "++trainer.num_sanity_val_steps=0", "logger=csv",
-            "callbacks.model_checkpoint=null",  # no validation here, so nothing to select on
-            "callbacks.progress_bar=null", "callbacks.model_summary=null", "++trainer.enable_progress_bar=false",
-            "++trainer.enable_model_summary=false",
-        ])
+    cfg = compose_config(ROOT / "conf", [
+        f"method={method}", "model=preact_spiking_resnet18", f"model.width={width}", "data=cifar10",
+        f"trainer={'gpu' if device == 'cuda' else 'cpu'}", f"trainer.precision={precision}", f"T={T}",
+        f"data.batch_size={batch}", "++trainer.max_epochs=1", f"++trainer.max_steps={steps}",
+        "++trainer.limit_val_batches=0", "++trainer.num_sanity_val_steps=0", "logger=csv",
+        "callbacks.model_checkpoint=null",  # no validation here, so nothing to select on
+        "callbacks.progress_bar=null", "callbacks.model_summary=null", "++trainer.enable_progress_bar=false",
+        "++trainer.enable_model_summary=false", "run_callbacks.cost_monitor.warmup=1",
+    ])
     with open_dict(cfg):
         cfg.paths.output_dir = str(out_dir)
         cfg.paths.log_dir = str(out_dir.parent)
@@ -162,7 +160,7 @@ class StepProbe(L.Callback):
 
 def train_check(method: str, precision: str, device: str, steps: int, T: int, batch: int, width: int) -> dict:
     from spikeforge.callbacks.cost import CostMonitor
-    from spikeforge.run import build_module, build_trainer, reliability_callbacks
+    from spikeforge.run import build_module, build_trainer
 
     row: dict[str, Any] = {"method": method, "precision": precision, "steps": steps}
     with tempfile.TemporaryDirectory() as tmp:
@@ -170,8 +168,8 @@ def train_check(method: str, precision: str, device: str, steps: int, T: int, ba
         L.seed_everything(0, workers=True)
         module = build_module(cfg)
         probe = StepProbe(cuda=device == "cuda")
-        cost = CostMonitor(warmup=1)
-        trainer = build_trainer(cfg, [probe, cost, *reliability_callbacks(cfg, Path(tmp) / "run")])
+        trainer = build_trainer(cfg, [probe])  # the run's own callbacks (run_callbacks), cost_monitor among them
+        cost = next(c for c in trainer.callbacks if isinstance(c, CostMonitor))
         start = time.perf_counter()
         trainer.fit(module, train_dataloaders=synthetic_cifar(batch, steps))
         row["wall_s"] = time.perf_counter() - start

@@ -7,7 +7,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, open_dict
 
@@ -29,9 +28,9 @@ def compose_cfg(overrides: list[str] | None = None, output_dir: Path | None = No
                 config_name: str = "train", return_hydra_config: bool = False) -> DictConfig:
     """Compose ``conf/<config_name>.yaml`` with ``overrides``; ``paths.output_dir`` → ``output_dir``.
     ``return_hydra_config`` keeps the ``hydra`` node (launcher, sweeper: what ``hydra.*`` overrides set)."""
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose(config_name=config_name, overrides=overrides or [], return_hydra_config=return_hydra_config)
+    from spikeforge.compose import compose_config
+
+    cfg = compose_config(CONF, overrides or [], config_name, return_hydra_config=return_hydra_config)
     with open_dict(cfg):
         cfg.paths.output_dir = str(output_dir) if output_dir is not None else "/tmp/spikeforge-test"
         cfg.paths.log_dir = str(output_dir.parent) if output_dir is not None else "/tmp"

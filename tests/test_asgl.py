@@ -286,13 +286,14 @@ def test_method_rejects_other_neurons(tmp_path: Path) -> None:
 
 def _fit(cfg, max_epochs: int, ckpt: str | None = None, callbacks=()) -> L.Trainer:
     L.seed_everything(0)
-    from spikeforge.run import build_datamodule, build_trainer, reliability_callbacks
+    from spikeforge.run import build_datamodule, build_trainer
 
     with open_dict(cfg):
         cfg.trainer.max_epochs = max_epochs
     module, dm = build_module(cfg), build_datamodule(cfg)
-    # the run's own callbacks: LastCheckpoint writes checkpoints/last.ckpt, which the tests read
-    trainer = build_trainer(cfg, [*callbacks, *reliability_callbacks(cfg, Path(cfg.paths.output_dir))])
+    # with the run's own callbacks (conf/run_callbacks): last_checkpoint writes checkpoints/last.ckpt, which the
+    # tests read
+    trainer = build_trainer(cfg, list(callbacks))
     trainer.fit(module, datamodule=dm, ckpt_path=ckpt, weights_only=False)  # our own checkpoints (RNG states)
     return trainer
 

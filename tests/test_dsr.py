@@ -19,7 +19,6 @@ from torch import nn
 from spikeforge.errors import CheckpointError, ConfigError
 from spikeforge.methods.dsr import (
     apply_thresholds,
-    calibrate_checkpoint,
     calibrate_thresholds,
     current_thresholds,
     load_ann_weights,
@@ -287,6 +286,7 @@ def test_calibration_on_known_activations(tmp_path):
 
 def test_calibrate_checkpoint_end_to_end(tmp_path):
     """Step 2 on an ANN checkpoint in the format src/train.py writes; the training split is used."""
+    from spikeforge.calibration import calibrate_checkpoint
     from spikeforge.run import build_module
 
     cfg = dsr_cfg(tmp_path, "method=dsr_ann", "T=1")

@@ -107,7 +107,8 @@ def test_dsr_imagenet_calibration_split_follows_the_protocol(tmp_path: Path) -> 
 
 
 def test_calibrate_checkpoint_on_the_test_split_under_protocol_paper(tmp_path: Path) -> None:
-    from spikeforge.methods.dsr import calibrate_checkpoint, calibrate_thresholds
+    from spikeforge.calibration import calibrate_checkpoint
+    from spikeforge.methods.dsr import calibrate_thresholds
     from spikeforge.run import build_datamodule, build_module
 
     cfg = compose_cfg(["method=dsr_ann", "T=1", "protocol=paper", "method.calibration_split=test",

@@ -335,11 +335,11 @@ class _Record(L.Callback):
 
 
 def _fit(cfg: DictConfig, record: _Record, ckpt_path: str | None = None) -> STDSClassifier:
-    from spikeforge.run import build_datamodule, build_module, build_trainer, reliability_callbacks
+    from spikeforge.run import build_datamodule, build_module, build_trainer
 
     L.seed_everything(0)
     module = build_module(cfg)
-    trainer = build_trainer(cfg, [record, *reliability_callbacks(cfg, Path(cfg.paths.output_dir))])
+    trainer = build_trainer(cfg, [record])  # with the run's own callbacks (conf/run_callbacks)
     trainer.fit(module, datamodule=build_datamodule(cfg), ckpt_path=ckpt_path, weights_only=False)
     return module
 

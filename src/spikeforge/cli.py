@@ -1,5 +1,10 @@
 """Entry points: ``src/train.py`` / ``spikeforge-train`` and ``src/eval.py`` / ``spikeforge-eval``.
 
+The entry layer (docs/architecture.md): argument handling, re-exec under ``.venv``, turning an error
+into one line and an exit code (:func:`run_cli`, :func:`run_hydra_app`). The tasks below it
+(:mod:`spikeforge.run`, :mod:`spikeforge.export`) return results and raise typed errors; nothing below
+imports this module.
+
 This module imports only Hydra, OmegaConf and spikeforge's config code: ``--help``, ``--cfg job``,
 ``make repro-list`` and config errors answer without loading torch, Lightning or spikingjelly, which
 :mod:`spikeforge.run` imports when the task starts (after composition and validation).
@@ -9,7 +14,7 @@ This module imports only Hydra, OmegaConf and spikeforge's config code: ``--help
   (``spikeforge/conf``).
 - :func:`ensure_dependencies` re-runs ``python src/train.py ...`` with the checkout's ``.venv`` Python
   when the Python that started it lacks the dependencies (the environment was not activated).
-- :func:`one_line_errors` makes Hydra's own errors (unknown group option, misspelt key, bad override
+- :func:`run_hydra_app` makes Hydra's own errors (unknown group option, misspelt key, bad override
   syntax, missing value) one line on stderr with exit code 2, like every :class:`SpikeforgeError`
   (full traces with ``HYDRA_FULL_ERROR=1``); after a ``-m`` sweep with failed jobs it lists them
   (job, overrides, one-line error) and exits with 1.
@@ -28,7 +33,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from spikeforge.errors import SpikeforgeError
+from spikeforge.errors import USER_FULL_ERROR_ENV, SpikeforgeError, full_errors, user_error_in
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 
@@ -79,8 +84,6 @@ def record_in_run_log(run_dir: str | os.PathLike[str], message: str, exc: BaseEx
     """Write a run's closing message (its error) to ``<run_dir>/train.log`` — through the file handler
     of Hydra's job logging — without repeating it on the console: the line at ``level``, the traceback
     at DEBUG (recorded with ``hydra.verbose=spikeforge``). Nothing happens outside a Hydra job."""
-    from pathlib import Path
-
     logger = logging.getLogger("spikeforge")
     here = Path(run_dir).resolve()
     files = [h for h in logging.getLogger().handlers
@@ -98,11 +101,9 @@ def method_key_hint(key: str) -> str | None:
     """For a ``method.<k>=...`` override that names no key: the same sentence as for ``+method.<k>``
     (the closest valid name, from the method class's signature), found by composing the command line
     without that override. None when that is not possible (the generic message is used then)."""
-    from pathlib import Path
-
-    from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
+    from spikeforge.compose import compose_config
     from spikeforge.config_schema import check_method_keys
     from spikeforge.errors import ConfigError
 
@@ -111,9 +112,7 @@ def method_key_hint(key: str) -> str | None:
         return None
     args = [a for a in sys.argv[1:] if not a.startswith("-") and not a.lstrip("+~").startswith(f"{key}=")]
     try:  # an error path that ends the process: Hydra's global state is not needed any more
-        GlobalHydra.instance().clear()
-        with initialize_config_dir(config_dir=str(Path(root) / "conf"), version_base="1.3"):
-            method = compose(config_name="train", overrides=args).method
+        method = compose_config(Path(root) / "conf", args).method
         check_method_keys({**{k: None for k in method}, "_target_": method.get("_target_"),
                            key.split(".")[1]: None})
     except ConfigError as e:
@@ -131,30 +130,84 @@ def _report(ex: BaseException) -> None:
     sys.exit(ex.exit_code if isinstance(ex, SpikeforgeError) else 2)
 
 
-def one_line_errors() -> None:
-    """Replace Hydra's error reporter (the one place Hydra prints exceptions) with a one-liner."""
-    import hydra._internal.utils as hu
+def run_hydra_app(app: Callable[[], Any]) -> Any:
+    """Run a ``hydra.main`` app with its errors made one line (see the module docstring).
 
-    if getattr(hu.run_and_report, "_spikeforge", False):
-        return
+    Hydra prints an exception itself unless ``HYDRA_FULL_ERROR=1`` (its documented switch), under which
+    it hands the exception on: the app runs with it set, and the user's own choice is kept in
+    ``$SPIKEFORGE_FULL_ERROR`` (:func:`spikeforge.errors.full_errors`) for the duration."""
+    saved = {k: os.environ.get(k) for k in ("HYDRA_FULL_ERROR", USER_FULL_ERROR_ENV)}
+    os.environ[USER_FULL_ERROR_ENV] = "1" if full_errors() else "0"
+    os.environ["HYDRA_FULL_ERROR"] = "1"
+    try:
+        return app()
+    except Exception as ex:
+        if os.environ[USER_FULL_ERROR_ENV] == "1":
+            raise
+        from spikeforge.hydra_callbacks import sweep_failures
 
-    def run_and_report(func: Any) -> Any:
-        try:
-            return func()
-        except Exception as ex:
-            if os.environ.get("HYDRA_FULL_ERROR") == "1":
+        failed = sweep_failures()
+        if failed:  # a sweep: every job ran; list the failures
+            print(f"error: {len(failed)} sweep job(s) failed:", *(f"  {f}" for f in failed), sep="\n",
+                  file=sys.stderr)
+            sys.exit(1)
+        _report(ex)
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def run_cli(fn: Callable[[Any], Any], cfg: Any) -> Any:
+    """Run the task ``fn(cfg)``; a :class:`SpikeforgeError` becomes one line on stderr (and in ``train.log``) and a
+    non-zero exit (the full trace with ``HYDRA_FULL_ERROR=1``). In a ``-m`` sweep a failed job prints its
+    line and hands the error to Hydra, so that the other jobs still run (see ``hydra_callbacks``)."""
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
+    from omegaconf import OmegaConf
+
+    from spikeforge import distributed
+    from spikeforge.callbacks.reliability import TrainingInterrupted
+    from spikeforge.hydra_callbacks import one_line
+
+    run_dir = str(OmegaConf.select(cfg, "paths.output_dir", default="", throw_on_resolution_failure=False) or ".")
+    logging.captureWarnings(True)  # Python warnings (Lightning's among them) reach train.log too
+    try:
+        return fn(cfg)
+    except TrainingInterrupted as e:  # a clean stop with a checkpoint, not an error
+        record_in_run_log(run_dir, str(e), level=logging.WARNING)
+        print(str(e), file=sys.stderr)
+        sys.exit(e.exit_code)
+    except Exception as e:
+        if full_errors():
+            raise
+        sweep = _in_sweep()
+        if isinstance(e, MisconfigurationException):  # Lightning's verdict on trainer settings
+            first = (str(e).strip().splitlines() or ["invalid trainer settings"])[0]
+            line, code = f"error: {first} (see conf/trainer/*.yaml)", 2
+        else:
+            user_error = user_error_in(e) or distributed.collective_timeout_in(e)
+            if user_error is None and not sweep:  # not a user error: Hydra's reporter (run_hydra_app)
+                record_in_run_log(run_dir, f"error: {summarize_hydra_error(e)}", e)  # prints the line
                 raise
-            from spikeforge.hydra_callbacks import sweep_failures
+            line = f"error: {user_error if user_error is not None else one_line(e)}"
+            code = user_error.exit_code if user_error is not None else 1
+        record_in_run_log(run_dir, line, e)
+        print(line, file=sys.stderr)
+        if sweep and not distributed.uses_subprocess_ddp(cfg):
+            raise  # Hydra records the failed job and runs the next one
+        # A DDP job that failed leaves rank processes Lightning's launcher is still tearing down (it kills
+        # every child of this process when one of them fails), so the next job could not start its own
+        # ranks safely: under DDP a failing job ends the sweep with its one-line error and exit code.
+        sys.exit(code)
 
-            failed = sweep_failures()
-            if failed:  # a sweep: every job ran; list the failures
-                print(f"error: {len(failed)} sweep job(s) failed:", *(f"  {f}" for f in failed), sep="\n",
-                      file=sys.stderr)
-                sys.exit(1)
-            _report(ex)
 
-    run_and_report._spikeforge = True  # type: ignore[attr-defined]
-    hu.run_and_report = run_and_report
+def _in_sweep() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
 def checkout_root() -> Path | None:
@@ -212,25 +265,25 @@ def _set_root() -> None:
 def _hydra_app(task: Callable[[Any], Any], config_name: str) -> Callable[[], Any]:
     import hydra
 
-    return hydra.main(version_base="1.3", config_path=str(config_dir()), config_name=config_name)(task)
+    app = hydra.main(version_base="1.3", config_path=str(config_dir()), config_name=config_name)(task)
+    return lambda: run_hydra_app(app)
 
 
 def _train_task(cfg: Any) -> float | None:
-    from spikeforge.run import run_cli, train
+    from spikeforge.run import train
 
     results = run_cli(train, cfg)
     return (results or {}).get("best_val_acc1")  # objective for sweepers
 
 
 def _eval_task(cfg: Any) -> None:
-    from spikeforge.run import evaluate, run_cli
+    from spikeforge.run import evaluate
 
     run_cli(evaluate, cfg)
 
 
 def _export_task(cfg: Any) -> None:
     from spikeforge.export import export
-    from spikeforge.run import run_cli
 
     run_cli(export, cfg)
 
@@ -244,10 +297,9 @@ def train_entry() -> Any:
 
     _set_root()
     if is_spawned_child():
-        from spikeforge.run import run_cli, train
+        from spikeforge.run import train
 
         return run_cli(train, child_config())
-    one_line_errors()
     return _hydra_app(_train_task, "train")()
 
 
@@ -265,7 +317,6 @@ def eval_entry() -> Any:
     ensure_dependencies()
     _set_root()
     sys.argv[1:] = open_key_overrides(sys.argv[1:])
-    one_line_errors()
     return _hydra_app(_eval_task, "eval")()
 
 
@@ -273,5 +324,4 @@ def export_entry() -> Any:
     """``python src/export.py`` / ``spikeforge-export``."""
     ensure_dependencies()
     _set_root()
-    one_line_errors()
     return _hydra_app(_export_task, "export")()

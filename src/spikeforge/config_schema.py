@@ -547,6 +547,7 @@ def validate(cfg: DictConfig) -> None:
             f"resume must be 'auto' or unset (got {resume!r}); to resume a run use "
             "resume=auto run_dir=<run dir> or ckpt_path=<file>"
         )
+    check_run_callbacks(c)
     _check_registered(c)
     method = c.get("method")
     if isinstance(method, dict):
@@ -570,3 +571,22 @@ def validate(cfg: DictConfig) -> None:
         for check in _METHOD_CHECKS.get(str(name), []):
             check(cfg)
 
+
+# run_callbacks that make a resume from the written checkpoints exact, and those that write them
+RESUME_STATE_CALLBACKS = ("rng_state", "epoch_accumulators")
+CHECKPOINT_WRITERS = ("last_checkpoint", "preemption")
+
+
+def check_run_callbacks(c: dict) -> None:
+    """Exact resume needs its state callbacks while any spikeforge callback writes checkpoints."""
+    run_cbs = c.get("run_callbacks")
+    if not isinstance(run_cbs, dict):
+        return
+    writers = [n for n in CHECKPOINT_WRITERS if run_cbs.get(n)]
+    missing = [n for n in RESUME_STATE_CALLBACKS if not run_cbs.get(n)]
+    if writers and missing:
+        raise ConfigError(
+            f"run_callbacks.{missing[0]} cannot be removed while run_callbacks.{writers[0]} writes checkpoints: "
+            f"a resume from them would not be exact; keep it, or remove "
+            f"{' '.join('~run_callbacks.' + n for n in writers)} too"
+        )

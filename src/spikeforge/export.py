@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig
 from spikingjelly.activation_based import functional, layer
 from spikingjelly.activation_based import neuron as sj_neuron
 from torch import nn
@@ -313,20 +313,14 @@ def _compare(got: torch.Tensor, expected: torch.Tensor, fmt: str, path: Path) ->
 def export(cfg: DictConfig) -> dict[str, Any]:
     """``conf/export.yaml``: load the checkpoint, export it in ``cfg.format``, check the file, write
     ``export_results.json`` into the run directory."""
-    from spikeforge.run import _output_dir, build_datamodule, build_module, load_checkpoint, print_summary
+    from spikeforge.run import build_datamodule, print_summary, restore_run
+    from spikeforge.rundir import output_dir
 
     fmt = str(cfg.format)
     if fmt not in FORMATS:
         raise ExportError(f"format={fmt} is not an export format; choose one of: {', '.join(FORMATS)}")
-    ckpt = load_checkpoint(cfg.ckpt_path)
-    run_cfg = OmegaConf.create(ckpt["spikeforge_config"])
-    with open_dict(run_cfg):
-        run_cfg.paths = cfg.paths
-        if cfg.get("data_overrides"):
-            run_cfg.data = OmegaConf.merge(run_cfg.data, cfg.data_overrides)
-    out_dir = _output_dir(cfg)
-    module = build_module(run_cfg)
-    module.load_state_dict(ckpt["state_dict"])
+    run_cfg, module = restore_run(cfg.ckpt_path, cfg.paths, cfg.get("data_overrides"))
+    out_dir = output_dir(cfg)
     module.eval()
     datamodule = build_datamodule(run_cfg)
     datamodule.prepare_data()

@@ -3,18 +3,20 @@
 ``on_run_start`` runs after composition and before Hydra creates the run directory, saves
 ``.hydra/*.yaml`` and opens the log file, so a mistake found here leaves every directory untouched:
 
-- the config is validated (:func:`spikeforge.config_schema.validate`);
+- the config is validated (:func:`spikeforge.config_schema.validate`), once: the task that follows takes
+  this decision and the chosen checkpoint from :func:`spikeforge.rundir.take_checked`;
 - a run directory that already holds a run is only reused when resuming it (``resume=auto`` or
   ``ckpt_path=last``/a checkpoint inside it); otherwise the run stops with one sentence, so a new run
   never overwrites another run's directory;
 - resuming a run that already finished (``results.json``) prints one line and exits 0 before anything
   is written (a requeued job);
-- when resuming, the checkpoint is checked to be readable, and Hydra's config files of this attempt go
+- when resuming, the checkpoint is read once and checked (readable, written for this method, model and
+  data, parameter shapes equal to a meta-device build of the model), and Hydra's config files of this attempt go
   to ``.hydra/resume-<time>/`` instead of overwriting the original ``.hydra/*.yaml``.
 
-In a ``-m`` sweep a failing job does not stop the others (:func:`spikeforge.run.run_cli` lets Hydra
+In a ``-m`` sweep a failing job does not stop the others (:func:`spikeforge.cli.run_cli` lets Hydra
 record the failure instead of exiting); ``on_job_end`` writes one line per failed job to
-``<sweep dir>/failures/<job number>.txt`` and :func:`spikeforge.cli.one_line_errors` lists them when
+``<sweep dir>/failures/<job number>.txt`` and :func:`spikeforge.cli.run_hydra_app` lists them when
 the sweep is over, with a non-zero exit code.
 """
 
@@ -31,8 +33,8 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
-from spikeforge import resolvers  # noqa: F401  (${sf.or:...} in hydra.run.dir)
-from spikeforge.errors import SpikeforgeError
+from spikeforge import resolvers, rundir  # noqa: F401  (resolvers: ${sf.or:...} in hydra.run.dir)
+from spikeforge.errors import SpikeforgeError, full_errors
 
 # the directory of the sweep this process launched (set in on_multirun_start), for the failure list
 _SWEEP_DIR: list[Path] = []
@@ -58,34 +60,6 @@ def sweep_failures() -> list[str]:
     return [f.read_text().strip() for f in files]
 
 
-def holds_run(path: Path) -> bool:
-    return path.is_dir() and any((path / p).exists() for p in (".hydra", "checkpoints", "results.json"))
-
-
-def is_resuming(cfg: DictConfig, run_dir: Path) -> bool:
-    ckpt = cfg.get("ckpt_path")
-    if cfg.get("resume") == "auto" or ckpt == "last":
-        return True
-    if ckpt:
-        try:
-            return Path(str(ckpt)).resolve().is_relative_to(run_dir.resolve())
-        except OSError:
-            return False
-    return False
-
-
-def writable_or_raise(path: Path) -> None:
-    """The run directory can be created and written (checked on its nearest existing parent)."""
-    from spikeforge.errors import ConfigError
-
-    probe = path
-    while not probe.exists() and probe != probe.parent:
-        probe = probe.parent
-    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
-        raise ConfigError(f"cannot write the run directory {path} ({probe} is not a writable folder); "
-                          "set run_dir or paths.log_dir to a writable folder")
-
-
 class RunGuard(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(str(config.hydra.sweep.dir))
@@ -100,7 +74,10 @@ class RunGuard(Callback):
             return
         num = config.hydra.job.num
         overrides = " ".join(OmegaConf.select(config, "hydra.overrides.task", default=[]) or [])
-        error = job_return._return_value
+        try:
+            error: Any = job_return.return_value  # re-raises the job's exception for a failed job
+        except Exception as e:
+            error = e
         line = f"job {num} ({overrides}): {one_line(error) if isinstance(error, BaseException) else error}"
         out = failures_dir(Path(str(config.hydra.sweep.dir)))
         out.mkdir(parents=True, exist_ok=True)
@@ -126,7 +103,7 @@ class RunGuard(Callback):
         try:
             check(config)
         except SpikeforgeError as e:
-            if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            if full_errors():
                 raise
             print(f"error: {e}", file=sys.stderr)
             sys.exit(e.exit_code)
@@ -140,7 +117,6 @@ class RunGuard(Callback):
     def _check(self, config: DictConfig) -> None:
         from spikeforge.config_schema import validate
         from spikeforge.distributed import check_external_launch, check_launcher
-        from spikeforge.errors import ConfigError
 
         task = OmegaConf.masked_copy(config, [k for k in config if k != "hydra"])
         with read_write(task), open_dict(task):
@@ -152,22 +128,26 @@ class RunGuard(Callback):
         check_external_launch(task, from_clock)
 
         run_dir = Path(str(config.hydra.run.dir))
-        writable_or_raise(run_dir)
-        resuming = is_resuming(task, run_dir)
-        if holds_run(run_dir) and not resuming:
-            raise ConfigError(f"{run_dir} already holds a run; continue it with resume=auto run_dir={run_dir}, "
-                              "or leave run_dir/hydra.run.dir unset to start a new run directory")
-        if resuming:  # reading the checkpoint needs torch: only here
-            from spikeforge.run import build_module, check_state_matches, finished_run_notice, resume_checkpoint
+        rundir.writable_or_raise(run_dir)
+        rundir.check_not_reused(task, run_dir, unset_hint="run_dir/hydra.run.dir")
+        ckpt: str | None = None
+        if rundir.is_resuming(task, run_dir) or task.get("ckpt_path"):  # reading it needs torch: only here
+            from spikeforge.run import build_module, check_state_matches, finished_run_notice, resume_point
 
-            ckpt = resume_checkpoint(task, run_dir)  # raises if missing/unreadable/for another config
-            if ckpt is not None:
-                check_state_matches(build_module(task), ckpt)
+            point = resume_point(task, run_dir)  # raises if missing/unreadable/for another config
+            if point is not None:
+                import torch
+
+                with torch.device("meta"):  # names and shapes only: no memory, no initialisation
+                    shell = build_module(task)
+                check_state_matches(shell, point.path, point.state_dict)
+                ckpt = point.path
             notice = finished_run_notice(task, run_dir)
             if notice is not None:  # a requeued job of a finished run: say so, touch nothing, exit 0
                 print(notice)
                 sys.exit(0)
-            if holds_run(run_dir):
+            if rundir.holds_run(run_dir):
                 stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S-%f")
                 with read_write(config), open_dict(config):
                     config.hydra.output_subdir = f".hydra/resume-{stamp}"
+        rundir.record_checked(run_dir, ckpt)

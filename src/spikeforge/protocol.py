@@ -68,23 +68,22 @@ class EpochTestRecorder(L.Callback):
                 "test_acc1_per_epoch": [a for _, a in self.history]}
 
 
-def apply_protocol(
-    cfg: DictConfig, datamodule: L.LightningDataModule, module: L.LightningModule
-) -> tuple[str, EpochTestRecorder | None]:
-    """Set the datamodule and method up for the configured protocol, before fitting.
+def apply_protocol(cfg: DictConfig, datamodule: L.LightningDataModule, module: L.LightningModule) -> str:
+    """Set the datamodule and method up for the configured protocol, before fitting; returns its name.
 
     ``paper``: no validation hold-out, the validation loop runs on the test split and the method logs
-    it as ``test/*``; returns the callback that records the test accuracy of every epoch."""
+    it as ``test/*``; ``conf/protocol/paper.yaml`` adds the :class:`EpochTestRecorder` callback
+    (``run_callbacks.test_recorder``) that records the test accuracy of every epoch."""
     name = protocol_name(cfg)
     if name == "clean":
-        return name, None
+        return name
     fraction = float(getattr(datamodule, "val_fraction", 0.0) or 0.0)
     if fraction != 0.0:
         raise ConfigError(f"protocol=paper trains on the full training split, but data.val_fraction={fraction}; "
                           "drop the data.val_fraction override, or use protocol=clean for a validation split")
     datamodule.val_dataloader = datamodule.test_dataloader  # type: ignore[method-assign]
     module.validation_stage = "test"
-    return name, EpochTestRecorder()
+    return name
 
 
 def protocol_results(name: str, recorder: EpochTestRecorder | None) -> dict[str, Any]:

@@ -1,11 +1,14 @@
 """Compose → instantiate → fit/test → ``results.json``: the one place where a run happens.
 
-``src/train.py`` and ``src/eval.py`` are thin Hydra entry points over :func:`train` and
-:func:`evaluate`; tests call these functions directly with a composed config.
+The application layer (docs/architecture.md): :func:`train` and :func:`evaluate` return their results and
+raise a :class:`~spikeforge.errors.SpikeforgeError` for a user mistake, never exit; the entry points
+(:mod:`spikeforge.cli`, ``src/train.py``, ``src/eval.py``) turn an error into one line and an exit code.
+Tests call these functions directly with a composed config.
 """
 
 from __future__ import annotations
 
+import copy
 import importlib.metadata
 import json
 import logging
@@ -14,7 +17,8 @@ import platform
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,25 +27,17 @@ import lightning as L
 import torch
 from hydra.errors import InstantiationException
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.plugins.layer_sync import LayerSync
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from spikeforge import distributed
-from spikeforge.callbacks.collectives import EpochMetricsSync
+from spikeforge import distributed, rundir
 from spikeforge.callbacks.cost import CostMonitor
-from spikeforge.callbacks.hparams import RunConfigLogger
-from spikeforge.callbacks.reliability import (
-    LastCheckpoint,
-    NonFiniteLossGuard,
-    PreemptionHandler,
-    TrainingInterrupted,
-    last_checkpoint_path,
-)
-from spikeforge.callbacks.resume import EpochAccumulatorState, RNGStateCallback, make_resumable
+from spikeforge.callbacks.reliability import NonFiniteLossGuard, last_checkpoint_path
+from spikeforge.callbacks.resume import make_resumable
 from spikeforge.config_schema import validate
 from spikeforge.console import quiet_console
 from spikeforge.errors import CheckpointError, ConfigError, SpikeforgeError
-from spikeforge.plugins import AtomicCheckpointIO, TimeSyncBatchNorm
-from spikeforge.protocol import apply_protocol, protocol_results
+from spikeforge.protocol import EpochTestRecorder, apply_protocol, protocol_results
 from spikeforge.utils.io import atomic_write_json
 from spikeforge.utils.opcount import batch_inference_cost
 
@@ -82,43 +78,74 @@ def build_module(cfg: DictConfig) -> L.LightningModule:
 def _instantiate_all(group: DictConfig | None) -> list[Any]:
     if not group:
         return []
-    return [hydra.utils.instantiate(c) for c in group.values() if c is not None and "_target_" in c]
+    return [_instantiate(c) for c in group.values() if c is not None and "_target_" in c]
 
 
-def build_trainer(cfg: DictConfig, extra_callbacks: list[L.Callback] = ()) -> L.Trainer:
-    """Trainer with the configured callbacks/loggers, atomic checkpoint writes and (with
-    ``trainer.sync_batchnorm``) a SyncBatchNorm that understands time-major norms."""
-    # EpochMetricsSync first: it fixes where the epoch metrics are reduced on every rank
-    callbacks = [EpochMetricsSync(), *_instantiate_all(cfg.get("callbacks")), *extra_callbacks]
-    loggers = _instantiate_all(cfg.get("logger"))
-    plugins: list[Any] = [AtomicCheckpointIO()]
+# run_callbacks (conf/run_callbacks/default.yaml) that go before every other callback
+FIRST_RUN_CALLBACKS = ("epoch_metrics_sync",)
+
+
+def build_run_callbacks(cfg: DictConfig) -> dict[str, L.Callback]:
+    """spikeforge's own callbacks of a training run, by name, as ``run_callbacks`` declares them."""
+    node = cfg.get("run_callbacks") or {}
+    return {str(name): _instantiate(c) for name, c in node.items() if c is not None and "_target_" in c}
+
+
+def trainer_plugins(cfg: DictConfig) -> list[Any]:
+    """``trainer.plugins`` (a name → plugin mapping in the config); ``layer_sync`` only with
+    ``trainer.sync_batchnorm=true``."""
+    node = cfg.trainer.get("plugins") or {}
+    sync = bool(cfg.trainer.get("sync_batchnorm", False))
+    return [_instantiate(c) for name, c in node.items()
+            if c is not None and "_target_" in c and (name != "layer_sync" or sync)]
+
+
+def instantiate_trainer(cfg: DictConfig, **kwargs: Any) -> L.Trainer:
+    """``Trainer(**cfg.trainer, plugins=trainer_plugins(cfg), **kwargs)``; a bad setting is one sentence."""
+    plugins = trainer_plugins(cfg)
+    # Lightning's SLURM environment without its own requeue when spikeforge handles the signals
     plugins += distributed.cluster_plugins(bool(OmegaConf.select(cfg, "reliability.handle_signals", default=True)))
-    extra: dict[str, Any] = {}
-    if cfg.trainer.get("sync_batchnorm", False):
-        plugins.append(TimeSyncBatchNorm())  # replaces Lightning's own conversion (see plugins/sync_bn.py)
-        extra["sync_batchnorm"] = False
+    full = copy.deepcopy(cfg)  # the trainer node without `plugins`, its interpolations intact
+    with open_dict(full.trainer):
+        full.trainer.pop("plugins", None)
+    trainer_cfg = full.trainer
+    if any(isinstance(p, LayerSync) for p in plugins):
+        kwargs["sync_batchnorm"] = False  # the plugin replaces Lightning's own conversion
     try:
-        return hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=plugins,
-                                       **extra)
+        return hydra.utils.instantiate(trainer_cfg, plugins=plugins, **kwargs)
     except InstantiationException as e:
         cause = e.__cause__ or e
         first = (str(cause).strip().splitlines() or [type(cause).__name__])[0]
         raise ConfigError(f"invalid trainer settings ({first}); see conf/trainer/*.yaml for valid values") from None
 
 
-def reliability_callbacks(cfg: DictConfig, out_dir: Path) -> list[L.Callback]:
-    """Exact-resume, mid-epoch checkpoint, preemption and non-finite-loss callbacks (``reliability.*``)."""
-    rel = cfg.get("reliability") or {}
-    ckpt_dir = out_dir / "checkpoints"
-    cbs: list[L.Callback] = [RNGStateCallback(), EpochAccumulatorState()]
-    cbs.append(LastCheckpoint(ckpt_dir, int(rel.get("checkpoint_every_n_steps", 0) or 0)))
-    if rel.get("handle_signals", True):
-        cbs.append(PreemptionHandler(ckpt_dir, requeue=bool(rel.get("requeue", True))))
-    cbs.append(NonFiniteLossGuard(str(rel.get("nonfinite_loss", "stop")), last_checkpoint_path(out_dir)))
-    return cbs
+def build_trainer(cfg: DictConfig, extra_callbacks: list[L.Callback] = (),
+                  run_callbacks: Mapping[str, L.Callback] | None = None) -> L.Trainer:
+    """Trainer with the configured callbacks, loggers and plugins: ``run_callbacks.epoch_metrics_sync``
+    first (it fixes where the epoch metrics are reduced on every rank), then ``callbacks.*``, the rest of
+    ``run_callbacks.*`` (built here unless given) and ``extra_callbacks``."""
+    run_cbs = dict(build_run_callbacks(cfg) if run_callbacks is None else run_callbacks)
+    first = [run_cbs.pop(name) for name in FIRST_RUN_CALLBACKS if name in run_cbs]
+    callbacks = [*first, *_instantiate_all(cfg.get("callbacks")), *run_cbs.values(), *extra_callbacks]
+    loggers = _instantiate_all(cfg.get("logger"))
+    return instantiate_trainer(cfg, callbacks=callbacks, logger=loggers or False)
+
+
+@dataclass(frozen=True)
+class ResumePoint:
+    """The checkpoint a run continues from, read once: its path and its parameters."""
+
+    path: str
+    state_dict: Mapping[str, Any]
 
 
 def resume_checkpoint(cfg: DictConfig, run_dir: str | Path) -> str | None:
+    """The path of :func:`resume_point` (None for a fresh start)."""
+    point = resume_point(cfg, run_dir)
+    return point.path if point is not None else None
+
+
+def resume_point(cfg: DictConfig, run_dir: str | Path) -> ResumePoint | None:
     """The checkpoint this run continues from, or None for a fresh start.
 
     ``ckpt_path=last``: ``<run dir>/checkpoints/last.ckpt`` (must exist); ``ckpt_path=<file>``: that
@@ -148,24 +175,24 @@ def resume_checkpoint(cfg: DictConfig, run_dir: str | Path) -> str | None:
     if "loops" not in saved or "optimizer_states" not in saved:
         raise CheckpointError(f"{path} holds weights only, not a training state; resume from a checkpoint "
                               "written during training (checkpoints/last.ckpt)")
-    return str(path)
+    return ResumePoint(str(path), saved["state_dict"])
 
 
 def finished_run_notice(cfg: DictConfig, run_dir: str | Path) -> str | None:
     """The one line to print when resuming a run that already finished (its ``results.json`` exists),
     e.g. a requeued job: there is nothing left to do and no file is touched. None otherwise."""
-    ckpt = cfg.get("ckpt_path")
-    resuming = cfg.get("resume") == "auto" or ckpt == "last" or (
-        ckpt is not None and Path(str(ckpt)).resolve().is_relative_to(Path(run_dir).resolve()))
-    if not resuming or not (Path(run_dir) / "results.json").is_file():
+    if not rundir.is_resuming(cfg, run_dir) or not (Path(run_dir) / "results.json").is_file():
         return None
     return (f"{run_dir} already finished (results.json); nothing to do. To train it longer, start a new run "
             f"from its weights: ckpt_path={last_checkpoint_path(run_dir)} trainer.max_epochs=<more>")
 
 
-def check_state_matches(module: L.LightningModule, ckpt_path: str) -> None:
-    """Parameter names and shapes of the checkpoint equal the module's (one-sentence error if not)."""
-    state = torch.load(ckpt_path, map_location="cpu", weights_only=False, mmap=True)["state_dict"]
+def check_state_matches(module: L.LightningModule, ckpt_path: str,
+                        state: Mapping[str, Any] | None = None) -> None:
+    """Parameter names and shapes of the checkpoint (``state``: its ``state_dict``, read from
+    ``ckpt_path`` if not given) equal the module's (one-sentence error if not)."""
+    if state is None:
+        state = torch.load(ckpt_path, map_location="cpu", weights_only=False, mmap=True)["state_dict"]
     mine = module.state_dict()
     for key, value in mine.items():
         if key not in state:
@@ -216,19 +243,6 @@ def _finish_wandb() -> None:
             wandb.finish()
 
 
-def _output_dir(cfg: DictConfig) -> Path:
-    out = Path(cfg.paths.output_dir)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / f".write_test_{os.getpid()}"  # one per rank: ranks share the directory
-        probe.touch()
-        probe.unlink()
-    except OSError as e:
-        raise ConfigError(f"cannot write to the output directory {out} ({e.strerror}); "
-                          "set paths.log_dir or hydra.run.dir to a writable folder") from None
-    return out
-
-
 # ---- train -------------------------------------------------------------------------------------
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Fit on the training split, select on validation, test the best checkpoint; write results.json.
@@ -249,22 +263,30 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
 def _train(cfg: DictConfig) -> dict[str, Any]:
     start = time.perf_counter()
-    cost = CostMonitor()
-    cost.start_run()  # this run's own memory peak, also for a job after others in one process
-    validate(cfg)
+    # the Hydra run guard (spikeforge.hydra_callbacks) has validated this config and chosen its checkpoint
+    # before Hydra wrote anything; otherwise (a direct call, a sweep job, a DDP rank) that is done here
+    checked = rundir.take_checked(cfg.paths.output_dir)
+    point: ResumePoint | None = None
+    if checked is None:
+        validate(cfg)
+        point = resume_point(cfg, cfg.paths.output_dir)
+        ckpt_path = point.path if point is not None else None
+        notice = finished_run_notice(cfg, cfg.paths.output_dir)
+        if notice is not None:  # e.g. a requeued sweep job: nothing to do
+            log.info(notice)
+            return json.loads((Path(cfg.paths.output_dir) / "results.json").read_text())
+    else:
+        ckpt_path = checked.ckpt_path
+    run_callbacks = build_run_callbacks(cfg)
+    cost = next((c for c in run_callbacks.values() if isinstance(c, CostMonitor)), None)
+    if cost is not None:
+        cost.start_run()  # this run's own memory peak, also for a job after others in one process
     if cfg.get("threads"):  # results are repeatable for a fixed seed at a fixed thread count
         distributed.pin_threads(int(cfg.threads))  # ranks Lightning starts too
-    ckpt_path = resume_checkpoint(cfg, cfg.paths.output_dir)
-    notice = finished_run_notice(cfg, cfg.paths.output_dir)
-    if notice is not None:  # e.g. a requeued sweep job: nothing to do
-        log.info(notice)
-        return json.loads((Path(cfg.paths.output_dir) / "results.json").read_text())
-    out_dir = _output_dir(cfg)
-    if ckpt_path is None and not distributed.is_spawned_child() and distributed.global_rank() == 0 and (
-        (out_dir / "results.json").exists() or last_checkpoint_path(out_dir).exists()
-    ):
-        raise ConfigError(f"{out_dir} already holds a run; continue it with resume=auto run_dir={out_dir}, "
-                          "or leave run_dir unset to start a new run directory")
+    out_dir = rundir.output_dir(cfg)
+    if checked is None and not distributed.is_spawned_child() and distributed.global_rank() == 0:
+        # Hydra writes .hydra/ into a sweep job's directory before the job starts: only training files count
+        rundir.check_not_reused(cfg, out_dir, files=rundir.TRAINING_FILES)
     if ckpt_path is not None:  # methods see the checkpoint they resume from (e.g. to skip initialisations)
         with open_dict(cfg):
             cfg.ckpt_path = ckpt_path
@@ -276,12 +298,13 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
 
     datamodule = build_datamodule(cfg)
     module = build_module(cfg)
-    protocol, test_recorder = apply_protocol(cfg, datamodule, module)  # conf/protocol: clean or paper
+    protocol = apply_protocol(cfg, datamodule, module)  # conf/protocol: clean or paper
     datamodule = make_resumable(datamodule, int(cfg.seed))
-    if ckpt_path is not None:
-        check_state_matches(module, ckpt_path)
-    extra = [test_recorder] if test_recorder is not None else []
-    trainer = build_trainer(cfg, [cost, *reliability_callbacks(cfg, out_dir), RunConfigLogger(cfg), *extra])
+    if point is not None:  # (the run guard checked it already otherwise)
+        check_state_matches(module, point.path, point.state_dict)
+        point = None  # releases the memory-mapped checkpoint; Lightning reads it again to restore the state
+    trainer = build_trainer(cfg, run_callbacks=run_callbacks)
+    test_recorder = next((c for c in trainer.callbacks if isinstance(c, EpochTestRecorder)), None)
     n_params = sum(p.numel() for p in module.parameters())
 
     if not distributed.is_spawned_child():
@@ -334,7 +357,7 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
         "firing_rate": getattr(module, "last_firing_rates", {}),
         "mean_firing_rate": getattr(module, "last_firing_rates", {}).get("mean"),
         "parameters": n_params,
-        **cost.summary(module.device),
+        **(cost.summary(module.device) if cost is not None else {}),
         **cost_of_inference,
         **module.extra_results(),
         "wall_time_s": time.perf_counter() - start,
@@ -374,24 +397,33 @@ def load_checkpoint(path: str | Path, mmap: bool = False) -> dict[str, Any]:
     return ckpt
 
 
-def evaluate(cfg: DictConfig) -> dict[str, Any]:
-    """Re-create data and model from the checkpoint's own config and report test metrics."""
-    quiet_console()
-    ckpt = load_checkpoint(cfg.ckpt_path)
+def restore_run(ckpt_path: str | Path, paths: DictConfig | None = None,
+                data_overrides: Mapping[str, Any] | None = None) -> tuple[DictConfig, L.LightningModule]:
+    """A finished or interrupted run rebuilt from its checkpoint: the run config saved inside it (with
+    this machine's ``paths`` and ``data_overrides`` merged into ``data``) and the module with its weights."""
+    ckpt = load_checkpoint(ckpt_path)
     run_cfg = OmegaConf.create(ckpt["spikeforge_config"])
     with open_dict(run_cfg):
-        run_cfg.paths = cfg.paths  # this machine's folders, not the training machine's
-        if cfg.get("data_overrides"):
-            run_cfg.data = OmegaConf.merge(run_cfg.data, cfg.data_overrides)
-    out_dir = _output_dir(cfg)
-    datamodule = build_datamodule(run_cfg)
+        if paths is not None:
+            run_cfg.paths = paths  # this machine's folders, not the training machine's
+        if data_overrides:
+            run_cfg.data = OmegaConf.merge(run_cfg.data, data_overrides)
     module = build_module(run_cfg)
     try:
         module.load_state_dict(ckpt["state_dict"])
     except RuntimeError as e:
         first = str(e).splitlines()[0]
-        raise CheckpointError(f"checkpoint {cfg.ckpt_path} does not match its model config ({first})") from None
-    trainer = hydra.utils.instantiate(cfg.trainer, logger=False, callbacks=[])
+        raise CheckpointError(f"checkpoint {ckpt_path} does not match its model config ({first})") from None
+    return run_cfg, module
+
+
+def evaluate(cfg: DictConfig) -> dict[str, Any]:
+    """Re-create data and model from the checkpoint's own config and report test metrics."""
+    quiet_console()
+    run_cfg, module = restore_run(cfg.ckpt_path, cfg.paths, cfg.get("data_overrides"))
+    out_dir = rundir.output_dir(cfg)
+    datamodule = build_datamodule(run_cfg)
+    trainer = instantiate_trainer(cfg, logger=False, callbacks=[])
     trainer.test(module, datamodule=datamodule)
     metrics = {k: _scalar(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
     results = {"ckpt_path": str(cfg.ckpt_path), "test": metrics, "method": run_cfg.method.get("name"),
@@ -422,62 +454,3 @@ def print_summary(results: dict[str, Any]) -> None:
     for k, v in results.get("test", {}).items():
         table.add_row(k, fmt(v))
     Console(stderr=False).print(table)
-
-
-def run_cli(fn: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
-    """Run ``fn(cfg)``; a :class:`SpikeforgeError` becomes one line on stderr (and in ``train.log``) and a
-    non-zero exit (the full trace with ``HYDRA_FULL_ERROR=1``). In a ``-m`` sweep a failed job prints its
-    line and hands the error to Hydra, so that the other jobs still run (see ``hydra_callbacks``)."""
-    from lightning.fabric.utilities.exceptions import MisconfigurationException
-
-    from spikeforge.cli import record_in_run_log, summarize_hydra_error
-    from spikeforge.hydra_callbacks import one_line
-
-    run_dir = str(OmegaConf.select(cfg, "paths.output_dir", default="", throw_on_resolution_failure=False) or ".")
-    logging.captureWarnings(True)  # Python warnings (Lightning's among them) reach train.log too
-    try:
-        return fn(cfg)
-    except TrainingInterrupted as e:  # a clean stop with a checkpoint, not an error
-        record_in_run_log(run_dir, str(e), level=logging.WARNING)
-        print(str(e), file=sys.stderr)
-        sys.exit(e.exit_code)
-    except Exception as e:
-        if os.environ.get("HYDRA_FULL_ERROR") == "1":
-            raise
-        sweep = _in_sweep()
-        if isinstance(e, MisconfigurationException):  # Lightning's verdict on trainer settings
-            first = (str(e).strip().splitlines() or ["invalid trainer settings"])[0]
-            line, code = f"error: {first} (see conf/trainer/*.yaml)", 2
-        else:
-            user_error = user_error_in(e) or distributed.collective_timeout_in(e)
-            if user_error is None and not sweep:  # not a user error: Hydra's reporter (spikeforge.cli)
-                record_in_run_log(run_dir, f"error: {summarize_hydra_error(e)}", e)  # prints the line
-                raise
-            line = f"error: {user_error if user_error is not None else one_line(e)}"
-            code = user_error.exit_code if user_error is not None else 1
-        record_in_run_log(run_dir, line, e)
-        print(line, file=sys.stderr)
-        if sweep and not distributed.uses_subprocess_ddp(cfg):
-            raise  # Hydra records the failed job and runs the next one
-        # A DDP job that failed leaves rank processes Lightning's launcher is still tearing down (it kills
-        # every child of this process when one of them fails), so the next job could not start its own
-        # ranks safely: under DDP a failing job ends the sweep with its one-line error and exit code.
-        sys.exit(code)
-
-
-def _in_sweep() -> bool:
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
-    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
-
-
-def user_error_in(e: BaseException | None) -> SpikeforgeError | None:
-    """The :class:`SpikeforgeError` behind ``e`` (Hydra's instantiate wraps errors in its own)."""
-    seen = set()
-    while e is not None and id(e) not in seen:
-        if isinstance(e, SpikeforgeError):
-            return e
-        seen.add(id(e))
-        e = e.__cause__ or e.__context__
-    return None

@@ -61,19 +61,23 @@ def _scalar(v: Any) -> float | None:
 
 class RunConfigLogger(L.Callback):
     """Log ``flatten_config(cfg)`` to every logger at fit start; the final metrics at the run's end
-    (after testing when ``test=true``, else after fitting)."""
+    (after testing when ``test=true``, else after fitting).
 
-    def __init__(self, cfg: DictConfig) -> None:
-        self.params = flatten_config(cfg)
-        self.tests = bool(cfg.get("test", True))
+    ``cfg`` defaults to the run config the module was built from (``pl_module.run_config``, set by
+    ``spikeforge.run.build_module``), so the callback is declared in ``conf/run_callbacks/default.yaml``
+    without arguments. The module and the datamodule send nothing to the loggers themselves
+    (``save_hyperparameters(logger=False)``): the full config replaces their subsets."""
+
+    def __init__(self, cfg: DictConfig | Mapping[str, Any] | None = None, test: bool | None = None) -> None:
+        self.params = flatten_config(cfg) if cfg is not None else None
+        self.tests = bool((cfg or {}).get("test", True)) if test is None else bool(test)
         self.final: dict[str, float] = {}
         self._logged = False
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        # runs before Lightning's own hyper-parameter logging: the full config replaces the module's subset
-        pl_module._log_hyperparams = False
-        if trainer.datamodule is not None:
-            trainer.datamodule._log_hyperparams = False
+        if self.params is None:
+            run_config = getattr(pl_module, "run_config", None)
+            self.params = flatten_config(OmegaConf.create(run_config)) if run_config is not None else {}
         if stage == "fit" and not self._logged:
             for logger in trainer.loggers:
                 logger.log_hyperparams(self.params)

@@ -1,4 +1,4 @@
-"""Callbacks that keep a run recoverable (added by ``spikeforge.run``, configured by ``reliability.*``).
+"""Callbacks that keep a run recoverable (declared in ``conf/run_callbacks/default.yaml``, set by ``reliability.*``).
 
 - :class:`LastCheckpoint` — writes ``checkpoints/last.ckpt`` at every epoch end and every N optimiser
   steps (mid-epoch), so a killed run loses at most N steps; with :mod:`spikeforge.callbacks.resume` the resume is exact.
@@ -81,12 +81,14 @@ PREEMPTION_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
 
 
 class PreemptionHandler(L.Callback):
-    """See module docstring. ``signals`` default: :data:`PREEMPTION_SIGNALS`."""
+    """See module docstring. ``signals`` default: :data:`PREEMPTION_SIGNALS`; ``enabled=False``
+    (``reliability.handle_signals=false``) leaves the signal handlers alone."""
 
     def __init__(self, dirpath: str | Path, requeue: bool = True,
-                 signals: tuple[int, ...] = PREEMPTION_SIGNALS) -> None:
+                 signals: tuple[int, ...] = PREEMPTION_SIGNALS, enabled: bool = True) -> None:
         self.path = Path(dirpath) / "last.ckpt"
         self.requeue = requeue
+        self.enabled = bool(enabled)
         self.signals = signals
         self.received: int | None = None
         self._previous: dict[int, Any] = {}
@@ -97,7 +99,7 @@ class PreemptionHandler(L.Callback):
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # installed after Lightning's own handlers (registered when fit starts), replacing them for
         # the training phase: we checkpoint between steps instead of inside the signal handler
-        if threading.current_thread() is not threading.main_thread():
+        if not self.enabled or threading.current_thread() is not threading.main_thread():
             return
         for s in self.signals:
             self._previous[s] = signal.signal(s, self._handler)
@@ -116,6 +118,8 @@ class PreemptionHandler(L.Callback):
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
+        if not self.enabled:
+            return
         stop = trainer.strategy.reduce_boolean_decision(self.received is not None, all=False)
         if not stop:
             return

@@ -49,6 +49,8 @@ class SpikeDataModule(L.LightningDataModule):
         name: str | None = None,
     ) -> None:
         super().__init__()
+        # nothing for the loggers: the run logs its whole config (spikeforge.callbacks.hparams.RunConfigLogger)
+        self.save_hyperparameters({}, logger=False)
         self.num_classes = num_classes
         self.channels = channels
         self.name = name

@@ -23,7 +23,7 @@ On-disk layout under ``root`` (``${paths.data_dir}/<name>`` unless ``data.root``
     events_np/...                     one npz (t, x, y, p) per sample, made by spikingjelly's reader
     frames_number_<T>_split_by_number/...   the cached frames (built on first use)
 
-Guards against spikingjelly 2.0's traps (docs/design.md, "spikingjelly 2.0.0 — what was checked"):
+Guards against spikingjelly 2.0's traps (docs/architecture.md, "spikingjelly 2.0.0: what to watch for"):
 nothing is downloaded unless ``data.download=true`` (spikingjelly would try as soon as
 ``events_np`` is missing, and a failed try leaves a ``.building`` marker that blocks every later
 run); archives with a wrong checksum are reported, never deleted; a stale marker without data is

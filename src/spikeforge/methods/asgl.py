@@ -142,8 +142,7 @@ class ASGLClassifier(SpikingClassifier):
         width_scheduler: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
-        if not 0.0 <= float(p) <= 1.0:
-            raise ConfigError(f"method.p (analog fraction) must lie in [0, 1] (got {p})")
+        # p is checked where it lives, the neurons' setter (spikeforge.neurons.asgl.ASGLLIF.p)
         if float(gamma) < 0:
             raise ConfigError(f"method.gamma must be >= 0 (got {gamma})")
         super().__init__(

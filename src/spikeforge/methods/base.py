@@ -1,4 +1,5 @@
-"""``SpikingClassifier``: the method contract shared by every training method (design.md).
+"""``SpikingClassifier``: the method contract shared by every training method
+(docs/architecture.md, "Adding a method").
 
 It builds the model from the method's neuron and norm factories, encodes the input time-major
 (direct encoding for static images: the image repeated T times; event frames ``[N, T, ...]`` are
@@ -66,7 +67,8 @@ class SpikingClassifier(L.LightningModule):
         super().__init__()
         if int(T) < 1:
             raise ConfigError(f"T must be a positive number of time steps (got T={T}); e.g. T=4")
-        self.save_hyperparameters()
+        # the run logs its whole config (spikeforge.callbacks.hparams.RunConfigLogger), not this subset
+        self.save_hyperparameters(logger=False)
         self.T = int(T)
         self.num_classes = num_classes
         self.net = self.build_net()

@@ -30,8 +30,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from spikeforge.config_schema import check_calibration_split
-from spikeforge.errors import CheckpointError, ConfigError
+from spikeforge.errors import ConfigError
 from spikeforge.methods.base import SpikingClassifier
 from spikeforge.neurons import is_neuron
 from spikeforge.neurons.basic import ReLUNeuron
@@ -66,7 +65,6 @@ class DSRClassifier(SpikingClassifier):
     ) -> None:
         if readout not in _READOUTS:
             raise ConfigError(f"method.readout={readout!r} is not valid; choose one of: {', '.join(_READOUTS)}")
-        check_calibration_split(calibration_split)
         super().__init__(*args, **kwargs)
         neuron = dict(self.hparams.neuron)
         kind = neuron.get("kind")
@@ -261,51 +259,3 @@ def load_ann_weights(net: nn.Module, path: str | Path) -> int:
     thresholds = {f"{name}.v_threshold" for name in dsr_neurons(net)}
     return load_matching(net, read_net_state_dict(path, "method.init_from"), f"ANN checkpoint {path}",
                          skip=thresholds, hint="train the ANN with the same model and data (method=dsr_ann)")
-
-
-def calibrate_checkpoint(
-    ckpt_path: str | Path,
-    out: str | Path,
-    num_batches: int = 5,
-    q: float = 99.9,
-    data_overrides: dict[str, Any] | None = None,
-    seed: int = 0,
-    split: str | None = None,
-) -> dict[str, float]:
-    """ImageNet hybrid step 2 on a trained ANN checkpoint (``method=dsr_ann``): re-create its model and
-    data from the checkpoint's own config, run ``num_batches`` batches of ``split`` (default: the
-    checkpoint's ``method.calibration_split``, else ``train``; ``test`` = the test set with evaluation
-    transforms, as DSR's ``imagenet/main.py`` calibrates on its val_loader, and only under
-    ``protocol=paper``) and save the per-layer q-th percentiles to ``out`` (JSON; dsr.md "Networks")."""
-    from omegaconf import OmegaConf
-
-    from spikeforge.protocol import protocol_name
-    from spikeforge.run import build_datamodule, build_module, load_checkpoint
-
-    if not Path(ckpt_path).is_file():
-        raise CheckpointError(f"ANN checkpoint {ckpt_path} does not exist; pass the ANN run's "
-                              "checkpoints/last.ckpt (python src/train.py method=dsr_ann ...)")
-    ckpt = load_checkpoint(ckpt_path)
-    cfg = OmegaConf.create(ckpt["spikeforge_config"])
-    if data_overrides:
-        cfg.data = OmegaConf.merge(cfg.data, data_overrides)
-    if split is None:
-        split = OmegaConf.select(cfg, "method.calibration_split", default="train")
-    split = check_calibration_split(split, protocol_name(cfg))
-    module = build_module(cfg)
-    try:
-        module.load_state_dict(ckpt["state_dict"])
-    except RuntimeError as e:
-        raise CheckpointError(f"checkpoint {ckpt_path} does not match its model config "
-                              f"({str(e).splitlines()[0]})") from None
-    if dsr_neurons(module.net):
-        log.warning("calibrating a spiking network: thresholds are meant to come from the ReLU ANN (method=dsr_ann)")
-    datamodule = build_datamodule(cfg)
-    datamodule.setup("fit" if split == "train" else "test")
-    torch.manual_seed(seed)
-    loader = datamodule.train_dataloader() if split == "train" else datamodule.test_dataloader()
-    batches = (module.encode(x) for x, _ in loader)
-    values = calibrate_thresholds(module.net, batches, q=q, num_batches=num_batches, seed=seed)
-    save_thresholds(out, values, percentile=q, batches=num_batches, split=split, ann_checkpoint=str(ckpt_path),
-                    model=cfg.model.get("name"), data=cfg.data.get("name"))
-    return values

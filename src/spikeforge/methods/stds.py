@@ -28,7 +28,6 @@ from typing import Any
 import torch
 from lightning.pytorch.utilities import rank_zero_info
 
-from spikeforge.config_schema import check_grad_r_params
 from spikeforge.errors import ConfigError
 from spikeforge.layers.sparse import (
     SCHEDULES,
@@ -99,7 +98,6 @@ class STDSClassifier(SpikingClassifier):
             raise ConfigError(f"method.alpha_gr must be >= 0 (got {alpha_gr}); 0 switches Grad R off")
         if float(alpha_gr) > 0 and schedule != "fixed":
             raise ConfigError("Grad R (method.alpha_gr > 0) uses flat_width as a fixed μ; set method.schedule=fixed")
-        check_grad_r_params(grad_r_params, alpha_gr)
         if test_checkpoint not in ("last", "best"):
             raise ConfigError(f"method.test_checkpoint must be 'last' or 'best' (got {test_checkpoint!r})")
         super().__init__(*args, **kw)

@@ -7,7 +7,7 @@ v_reset = None (subtract V_th), reset not detached, and the charge reads **v_{t�
     s_t = H(u_t − V_th),  H(0) = 1,    v_t = u_t − s_t·V_th
 
 The cut is applied in both step modes (spikingjelly 2.0's ``SLTTLIFNode`` runs full BPTT in
-multi-step mode and has other defaults, design.md "spikingjelly 2.0.0"), so a multi-step forward
+multi-step mode and has other defaults, docs/architecture.md "spikingjelly 2.0.0"), so a multi-step forward
 followed by one backward gives exactly the gradient of SLTT's per-step loop. Without the detach
 the forward is spikingjelly's ``LIFNode`` with the same arguments: the BPTT twin is
 ``build_neuron("lif", tau=1.1, decay_input=False, v_reset=None, surrogate="triangle")``.
