@@ -39,7 +39,7 @@ from torch import nn
 
 from spikeforge.errors import ExportError
 from spikeforge.layers.norm import IdentityNorm, TimeBatchNorm
-from spikeforge.layers.tdbn import fold_sequential
+from spikeforge.layers.tdbn import fold_sequential, plain_weights
 from spikeforge.neurons import is_neuron
 
 
@@ -328,6 +328,7 @@ def export(cfg: DictConfig) -> dict[str, Any]:
     module = build_module(run_cfg)
     module.load_state_dict(ckpt["state_dict"])
     module.eval()
+    plain_weights(module.net)  # a reparametrised weight (STDS's w = M(θ)) as the plain weight it computes
     datamodule = build_datamodule(run_cfg)
     datamodule.prepare_data()
     datamodule.setup("test")
@@ -335,12 +336,16 @@ def export(cfg: DictConfig) -> dict[str, Any]:
 
     path = Path(str(cfg.output)) if cfg.get("output") else out_dir / f"model{FORMATS[fmt]}"
     path.parent.mkdir(parents=True, exist_ok=True)
-    if fmt == "nir":
-        check = export_nir(module, x, path, str(run_cfg.method.neuron.get("kind")), dt=float(cfg.dt))
-    elif fmt == "torchscript":
-        check = export_torchscript(module, x, path)
-    else:
-        check = export_onnx(module, x, path)
+    try:
+        if fmt == "nir":
+            check = export_nir(module, x, path, str(run_cfg.method.neuron.get("kind")), dt=float(cfg.dt))
+        elif fmt == "torchscript":
+            check = export_torchscript(module, x, path)
+        else:
+            check = export_onnx(module, x, path)
+    except BaseException:
+        path.unlink(missing_ok=True)  # a refused or failed export leaves no partial file
+        raise
     results = {"format": fmt, "ckpt_path": str(cfg.ckpt_path), "file": str(path), "input_shape": list(x.shape),
                "method": run_cfg.method.get("name"), "model": run_cfg.model.get("name"),
                "data": run_cfg.data.get("name"), "T": run_cfg.get("T"), "check": check}
