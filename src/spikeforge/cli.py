@@ -37,6 +37,8 @@ _HYDRA_HINT = "Set the environment variable HYDRA_FULL_ERROR=1 for a complete st
 
 def summarize_hydra_error(ex: BaseException) -> str:
     """One sentence from a Hydra/OmegaConf composition error."""
+    from spikeforge.entry_errors import os_error_line, unknown_key_line
+
     text = str(ex).replace(_HYDRA_HINT, "").strip()
     m = re.search(r"Could not find '([^']+)/([^']+)'.*?Available options in '[^']+':\s*(.*?)(?:\n\S|\Z)", text, re.S)
     if m:
@@ -49,14 +51,12 @@ def summarize_hydra_error(ex: BaseException) -> str:
         if hint:
             return hint
     if m:
-        key = m.group(1)
-        return (
-            f"unknown config key {key!r} (misspelt?); check the name with `python src/train.py --cfg job`, "
-            f"or add a new key with +{m.group(2)}"
-        )
+        return unknown_key_line(m.group(1), m.group(2))
     m = re.search(r"Key '([^']+)' (?:is not in struct|not in)", text)
     if m:
-        return f"unknown config key {m.group(1)!r} (misspelt?); check the name with `python src/train.py --cfg job`"
+        return unknown_key_line(m.group(1))
+    if os_error_line(ex):
+        return str(os_error_line(ex))
     m = re.search(r"Missing mandatory value: (\S+)", text)
     if m:
         return f"missing value for {m.group(1)}; pass {m.group(1)}=<value> on the command line"

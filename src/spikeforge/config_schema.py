@@ -242,6 +242,11 @@ def _check_dataclass(prefix: str, node: Any, schema: type, strict: bool) -> None
                 raise ConfigError(f"unknown key {prefix}.{key}; {tip}")
 
 
+def check_data(data: dict[str, Any], prefix: str = "data") -> None:
+    """The rules of the data settings (:class:`DataSchema`), as a training config gets them."""
+    _check_dataclass(prefix, data, DataSchema, strict=False)
+
+
 def _walk_name_rules(prefix: str, node: Any) -> None:
     if isinstance(node, dict):
         for k, v in node.items():

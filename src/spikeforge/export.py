@@ -37,6 +37,7 @@ from spikingjelly.activation_based import functional, layer
 from spikingjelly.activation_based import neuron as sj_neuron
 from torch import nn
 
+from spikeforge.entry_errors import check_data_overrides
 from spikeforge.errors import ExportError
 from spikeforge.layers.norm import IdentityNorm, TimeBatchNorm
 from spikeforge.layers.tdbn import fold_sequential, plain_weights
@@ -323,6 +324,7 @@ def export(cfg: DictConfig) -> dict[str, Any]:
     with open_dict(run_cfg):
         run_cfg.paths = cfg.paths
         if cfg.get("data_overrides"):
+            check_data_overrides(run_cfg.data, cfg.data_overrides)  # keys and types, one line each
             run_cfg.data = OmegaConf.merge(run_cfg.data, cfg.data_overrides)
     out_dir = _output_dir(cfg)
     module = build_module(run_cfg)

@@ -84,6 +84,12 @@ def writable_or_raise(path: Path) -> None:
     if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
         raise ConfigError(f"cannot write the run directory {path} ({probe} is not a writable folder); "
                           "set run_dir or paths.log_dir to a writable folder")
+    from spikeforge.entry_errors import probe_creatable
+
+    why = probe_creatable(path)  # e.g. under /proc: an existing, "writable" parent that refuses folders
+    if why is not None:
+        raise ConfigError(f"cannot create the run directory {path} ({why}); "
+                          "set run_dir or paths.log_dir to a writable folder")
 
 
 class RunGuard(Callback):
@@ -135,6 +141,7 @@ class RunGuard(Callback):
         from spikeforge.config_schema import check_accelerator
 
         check_accelerator(str(OmegaConf.select(config, "trainer.accelerator", default="cpu")))
+        writable_or_raise(Path(str(config.hydra.run.dir)))
 
     def _check(self, config: DictConfig) -> None:
         from spikeforge.config_schema import validate

@@ -39,6 +39,7 @@ from spikeforge.callbacks.reliability import (
 from spikeforge.callbacks.resume import EpochAccumulatorState, RNGStateCallback, make_resumable
 from spikeforge.config_schema import validate
 from spikeforge.console import quiet_console
+from spikeforge.entry_errors import check_data_overrides, discard_failed_run
 from spikeforge.errors import CheckpointError, ConfigError, SpikeforgeError
 from spikeforge.plugins import AtomicCheckpointIO, TimeSyncBatchNorm
 from spikeforge.protocol import apply_protocol, protocol_results
@@ -380,6 +381,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     with open_dict(run_cfg):
         run_cfg.paths = cfg.paths  # this machine's folders, not the training machine's
         if cfg.get("data_overrides"):
+            check_data_overrides(run_cfg.data, cfg.data_overrides)  # keys and types, one line each
             run_cfg.data = OmegaConf.merge(run_cfg.data, cfg.data_overrides)
     out_dir = _output_dir(cfg)
     datamodule = build_datamodule(run_cfg)
@@ -453,6 +455,10 @@ def run_cli(fn: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
                 raise
             line = f"error: {user_error if user_error is not None else one_line(e)}"
             code = user_error.exit_code if user_error is not None else 1
+        if code == 2 and not sweep and not distributed.is_spawned_child() and distributed.global_rank() == 0:
+            # a mistake in the input: no run directory is left unless the run wrote something of its own
+            discard_failed_run(run_dir, OmegaConf.select(cfg, "paths.log_dir", default=None,
+                                                         throw_on_resolution_failure=False))
         record_in_run_log(run_dir, line, e)
         print(line, file=sys.stderr)
         if sweep and not distributed.uses_subprocess_ddp(cfg):
