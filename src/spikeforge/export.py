@@ -23,7 +23,6 @@ the NIR export with one sentence naming the layers and the nearest exportable ne
 from __future__ import annotations
 
 import copy
-import json
 import logging
 import math
 import re
@@ -42,6 +41,7 @@ from spikeforge.errors import ExportError
 from spikeforge.layers.norm import IdentityNorm, TimeBatchNorm
 from spikeforge.layers.tdbn import fold_sequential, plain_weights
 from spikeforge.neurons import is_neuron
+from spikeforge.summary_format import export_line
 
 
 class _PassThrough(nn.Module):
@@ -355,5 +355,5 @@ def export(cfg: DictConfig) -> dict[str, Any]:
 
     atomic_write_json(out_dir / "export_results.json", results)
     print_summary({k: v for k, v in results.items() if k != "check"} | {"test": {}})
-    print(json.dumps(check, indent=1))
+    logging.getLogger("spikeforge").info("%s", export_line(results, out_dir / "export_results.json"))
     return results
