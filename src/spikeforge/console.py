@@ -59,7 +59,8 @@ def quiet_console() -> None:
             if type(h) is logging.StreamHandler:  # Lightning's own console handler
                 lg.removeHandler(h)
         lg.propagate = True  # to Hydra's console (filtered below) and log file
-    for h in logging.getLogger().handlers:
+    # the root's console and the one conf/hydra/default.yaml gives Python warnings (``py.warnings``)
+    for h in [*logging.getLogger().handlers, *logging.getLogger("py.warnings").handlers]:
         if type(h) is logging.StreamHandler and not any(isinstance(f, DropLibraryInfo) for f in h.filters):
             h.addFilter(DropLibraryInfo())
     for message, category, _why in IRRELEVANT_WARNINGS:
