@@ -37,7 +37,8 @@ CASES: list[tuple[str, list[str], int, str]] = [
     ("misspelt nested key", ["method.optimiser.lr=0.1"], 2,
      r"unknown key method.optimiser for SpikingClassifier .*did you mean method.optimizer\?"),
     ("misspelt key of a method group", ["method.optimizer.lrr=0.1"], 2, r"unknown config key 'method.optimizer.lrr'"),
-    ("bad override syntax", ["T=="], 2, r"error: "),
+    ("bad override syntax", ["T=="], 2,
+     r"^error: cannot parse the command line \(Error parsing override 'T=='\); write overrides as key=value$"),
     ("T zero", ["T=0"], 2, r"^error: T must be a positive number of time steps \(got T=0\); e.g. T=4"),
     ("T negative", ["T=-3"], 2, r"T must be a positive number of time steps \(got T=-3\)"),
     ("T fractional", ["T=2.5"], 2, r"T must be a positive number of time steps \(got T=2.5\)"),
@@ -99,6 +100,8 @@ def test_bad_input(case: tuple[str, list[str], int, str], earlier: dict[str, Pat
     assert len(errors) == 1 and "Traceback" not in err, err[-3000:]
     assert re.search(pattern, errors[0]), errors[0]
     assert tree_digest(earlier["run"]) == before, "an earlier run directory was changed"
+    left = sorted(str(p) for p in (tmp_path / "outputs").rglob("*")) if (tmp_path / "outputs").exists() else []
+    assert left == [], f"left behind: {left}"
     REPORTED[case[0]] = errors[0]
 
 

@@ -6,7 +6,9 @@ the optional callbacks, not the console."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import ClassVar
 
+import lightning as L
 import torch
 
 from spikeforge.callbacks.averaging import EMA, SWA
@@ -39,11 +41,27 @@ def test_ema_checkpoints_and_tests_the_averaged_weights(make_cfg) -> None:
     assert results["test"]["test/acc1"] >= 0 and results["best_val_acc1"] is not None
 
 
+class EpochEndWeights(L.Callback):
+    """The trained (not averaged) weights at the end of every training epoch."""
+
+    seen: ClassVar[list[dict[str, torch.Tensor]]] = []
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        EpochEndWeights.seen.append({k: v.detach().clone() for k, v in pl_module.state_dict().items()})
+
+
 def test_swa_averages_end_of_epoch_weights_from_start(make_cfg) -> None:
-    cfg = make_cfg(*TINY, "callbacks=[default,swa]", "callbacks.swa.start=1", "trainer.max_epochs=3", "test=false")
+    cfg = make_cfg(*TINY, "callbacks=[default,swa]", "callbacks.swa.start=1", "trainer.max_epochs=3", "test=false",
+                   "+callbacks.weights._target_=test_callback_options.EpochEndWeights")
+    EpochEndWeights.seen.clear()
     train(cfg)
     ckpt = _last(cfg)
     assert int(ckpt["averaging_state"]["n_averaged"]) == 2  # epochs 1 and 2
+    assert len(EpochEndWeights.seen) == 3
+    epoch1, epoch2 = EpochEndWeights.seen[1], EpochEndWeights.seen[2]
+    for k, w_avg in ckpt["state_dict"].items():  # the equal average of the two end-of-epoch weights
+        if w_avg.is_floating_point() and k in epoch1:
+            assert torch.allclose(w_avg, (epoch1[k] + epoch2[k]) / 2, atol=1e-6, rtol=0), k
     w_avg = ckpt["state_dict"]["net.classifier.weight"]
     assert not torch.equal(w_avg, ckpt["current_model_state"]["net.classifier.weight"])
 

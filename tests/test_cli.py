@@ -157,8 +157,14 @@ def test_console_filter_keeps_lightning_info_out() -> None:
     f = DropLibraryInfo()
     assert not f.filter(record("lightning.pytorch.utilities.rank_zero", logging.INFO, "💡 Tip: try litlogger"))
     assert not f.filter(record("lightning.fabric.utilities.seed", logging.INFO, "Seed set to 42"))
-    assert f.filter(record("lightning.pytorch.utilities.rank_zero", logging.INFO,
-                           "Running in `fast_dev_run` mode: ... checkpointing is suppressed."))
+    assert not f.filter(record("lightning.pytorch.utilities.rank_zero", logging.INFO,
+                               "Running in `fast_dev_run` mode: ... checkpointing is suppressed."))
+    log_every = ("/site-packages/lightning/pytorch/loops/fit_loop.py:317: The number of training batches (3) is "
+                 "smaller than the logging interval Trainer(log_every_n_steps=50). Set a lower value ...")
+    assert not f.filter(record("py.warnings", logging.WARNING, log_every))
+    assert not f.filter(record("py.warnings", logging.WARNING, "It is recommended to use `self.log('asgl/width_mean'"
+                               ", ..., sync_dist=True)` when logging on epoch level in distributed setting"))
+    assert f.filter(record("py.warnings", logging.WARNING, "UserWarning: a warning about the run"))
     assert f.filter(record("lightning.pytorch", logging.WARNING, "GPU available but not used"))
     assert f.filter(record("spikeforge", logging.INFO, "inference cost"))
 

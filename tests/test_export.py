@@ -54,7 +54,8 @@ def test_nir_export_reloads_with_nir_and_reproduces_the_spikes(trained: Path, tm
 def test_torchscript_and_onnx_round_trips(trained: Path, tmp_path: Path, fmt: str) -> None:
     results = _export(trained, fmt, tmp_path / fmt)
     assert Path(results["file"]).is_file()
-    assert results["check"]["max_abs_diff"] <= results["check"]["atol"] and results["check"]["predictions_equal"]
+    readme = {"torchscript": 1e-6, "onnx": 1e-4}[fmt]  # README's table, not what the exporter says of itself
+    assert results["check"]["max_abs_diff"] <= readme and results["check"]["predictions_equal"]
 
 
 def _module(tmp_path: Path, method: str):

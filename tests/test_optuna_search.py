@@ -65,6 +65,9 @@ def test_two_trial_sweep_writes_study_and_summary_and_resumes(tmp_path) -> None:
     assert [r["number"] for r in rows] == ["0", "1"] and rows[0]["output_dir"] == str(sweep_dir / "0")
     assert float(rows[1]["method.optimizer.lr"]) == pytest.approx(study.trials[1].params["method.optimizer.lr"])
     assert "optuna study bptt-convnet-digits: 2 trials" in proc.stdout
+    console = proc.stdout + proc.stderr  # README "The console": no library set-up or advice lines
+    for noise in ("setup plugin", "logging interval", "fast_dev_run", "site-packages", "│ None"):
+        assert noise not in console, f"the sweep printed {noise!r}:\n{console[-3000:]}"
 
     _sweep(sweep_dir, 1)  # the same command on the same directory: one more trial in the same study
     study = _study(sweep_dir)

@@ -114,7 +114,10 @@ def _check_output(command: str, out: subprocess.CompletedProcess) -> None:
         return
     assert "spikeforge run summary" in text, f"{command}: no summary\n{text[-2000:]}"
     # a quiet console: none of the library noise, warnings only about the run
-    for noise in ("💡 Tip", "LeafSpec", "Total FLOPs", "weights_only", "not resumable", "INFO: "):
+    # (README "Outputs": these stay in train.log) — the fast-dev-run note, Lightning's advice about the
+    # logging interval of short runs and about sync_dist, Optuna's alembic plugin set-up, raw `None`s
+    for noise in ("💡 Tip", "LeafSpec", "Total FLOPs", "weights_only", "not resumable", "INFO: ", "fast_dev_run",
+                  "logging interval", "sync_dist=True", "setup plugin", "site-packages", "│ None"):
         assert noise not in text, f"{command} printed {noise!r}:\n{text[-3000:]}"
 
 

@@ -74,7 +74,8 @@ def test_ddp_cpu_two_ranks_match_one_process(tmp_path: Path) -> None:
     s = torch.load(single / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
     for k in w0:
         if w0[k].is_floating_point():
-            assert torch.allclose(w0[k], s[k], atol=1e-4, rtol=1e-3), k  # stated tolerance
+            diff = float((w0[k] - s[k]).abs().max())
+            assert diff <= 1e-4, (k, diff)  # README: the weights agree to 1e-4 (absolute, no relative slack)
     assert abs(res["test"]["test/acc1"] - results(single)["test"]["test/acc1"]) <= 0.02
 
 

@@ -337,7 +337,7 @@ def test_recipe_composes(recipe: str, tmp_path: Path) -> None:
               for group in [k.replace("override /", "")]]
     missing = [f"{g}/{n}" for g, n in needed if not (CONF / g / f"{n}.yaml").exists()]
     if missing:
-        pytest.skip(f"configs not in this checkout: {', '.join(missing)}")
+        pytest.fail(f"the recipe names configs that do not exist: {', '.join(missing)}")
     cfg = compose_cfg([f"experiment={recipe}"], tmp_path)
     assert cfg.method.name == "stbp_tdbn"
     if recipe == "stbp_tdbn_digits":

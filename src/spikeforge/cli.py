@@ -42,6 +42,8 @@ _HYDRA_HINT = "Set the environment variable HYDRA_FULL_ERROR=1 for a complete st
 
 def summarize_hydra_error(ex: BaseException) -> str:
     """One sentence from a Hydra/OmegaConf composition error."""
+    from spikeforge.entry_errors import os_error_line, unknown_key_line
+
     text = str(ex).replace(_HYDRA_HINT, "").strip()
     m = re.search(r"Could not find '([^']+)/([^']+)'.*?Available options in '[^']+':\s*(.*?)(?:\n\S|\Z)", text, re.S)
     if m:
@@ -54,14 +56,12 @@ def summarize_hydra_error(ex: BaseException) -> str:
         if hint:
             return hint
     if m:
-        key = m.group(1)
-        return (
-            f"unknown config key {key!r} (misspelt?); check the name with `python src/train.py --cfg job`, "
-            f"or add a new key with +{m.group(2)}"
-        )
+        return unknown_key_line(m.group(1), m.group(2))
     m = re.search(r"Key '([^']+)' (?:is not in struct|not in)", text)
     if m:
-        return f"unknown config key {m.group(1)!r} (misspelt?); check the name with `python src/train.py --cfg job`"
+        return unknown_key_line(m.group(1))
+    if os_error_line(ex):
+        return str(os_error_line(ex))
     m = re.search(r"Missing mandatory value: (\S+)", text)
     if m:
         return f"missing value for {m.group(1)}; pass {m.group(1)}=<value> on the command line"
@@ -193,6 +193,12 @@ def run_cli(fn: Callable[[Any], Any], cfg: Any) -> Any:
                 raise
             line = f"error: {user_error if user_error is not None else one_line(e)}"
             code = user_error.exit_code if user_error is not None else 1
+        if code == 2 and not sweep and not distributed.is_spawned_child() and distributed.global_rank() == 0:
+            from spikeforge.entry_errors import discard_failed_run
+
+            # a mistake in the input: no run directory is left unless the run wrote something of its own
+            discard_failed_run(run_dir, OmegaConf.select(cfg, "paths.log_dir", default=None,
+                                                         throw_on_resolution_failure=False))
         record_in_run_log(run_dir, line, e)
         print(line, file=sys.stderr)
         if sweep and not distributed.uses_subprocess_ddp(cfg):
@@ -212,21 +218,22 @@ def _in_sweep() -> bool:
 
 def checkout_root() -> Path | None:
     """The repository this package runs from (``src/`` layout, editable install), if any."""
-    root = PACKAGE_DIR.parents[1]
-    return root if (root / "conf" / "train.yaml").is_file() and (root / "src" / "spikeforge").is_dir() else None
+    from spikeforge import compose
+
+    return compose.checkout_root(PACKAGE_DIR)
 
 
 def config_dir() -> Path:
     """Hydra's config folder (see the module docstring for the search order)."""
-    root, env_root = checkout_root(), os.environ.get("SPIKEFORGE_ROOT")
-    candidates = [r / "conf" for r in (root, Path(env_root) if env_root else None) if r is not None]
-    candidates.append(PACKAGE_DIR / "conf")
-    for c in candidates:
-        if (c / "train.yaml").is_file():
-            return c.resolve()
-    print(f"error: no spikeforge configs found (looked in {', '.join(map(str, candidates))}); "
-          "set SPIKEFORGE_ROOT=<the spikeforge checkout>", file=sys.stderr)
-    sys.exit(2)
+    from spikeforge import compose
+
+    found = compose.find_config_dir(PACKAGE_DIR)
+    if found is None:
+        candidates = compose.config_dir_candidates(PACKAGE_DIR)
+        print(f"error: no spikeforge configs found (looked in {', '.join(map(str, candidates))}); "
+              "set SPIKEFORGE_ROOT=<the spikeforge checkout>", file=sys.stderr)
+        sys.exit(2)
+    return found
 
 
 def venv_python(root: Path) -> Path | None:

@@ -25,7 +25,6 @@ import ast
 import dataclasses
 import difflib
 import importlib
-import importlib.machinery
 import inspect
 import math
 from collections.abc import Callable
@@ -37,6 +36,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from spikeforge import resolvers  # noqa: F401  (registers ${sf.or:...})
 from spikeforge.errors import ConfigError
+from spikeforge.sources import find_spec
 
 # ---- constraints --------------------------------------------------------------------------------
 
@@ -288,6 +288,11 @@ def _check_dataclass(prefix: str, node: Any, schema: type, strict: bool) -> None
                 raise ConfigError(f"unknown key {prefix}.{key}; {tip}")
 
 
+def check_data(data: dict[str, Any], prefix: str = "data") -> None:
+    """The rules of the data settings (:class:`DataSchema`), as a training config gets them."""
+    _check_dataclass(prefix, data, DataSchema, strict=False)
+
+
 def _walk_name_rules(prefix: str, node: Any) -> None:
     if isinstance(node, dict):
         for k, v in node.items():
@@ -302,16 +307,8 @@ def _walk_name_rules(prefix: str, node: Any) -> None:
 
 def module_file(module: str) -> str | None:
     """The source file of ``module`` (dotted name), found without executing it or its packages."""
-    path: list[str] | None = None
-    origin = None
-    parts = module.split(".")
-    for i in range(len(parts)):
-        name = ".".join(parts[: i + 1])
-        spec = importlib.machinery.PathFinder.find_spec(name, path)
-        if spec is None:
-            return None
-        origin, path = spec.origin, list(spec.submodule_search_locations or [])
-    return origin
+    spec = find_spec(module)
+    return None if spec is None else spec.origin
 
 
 def _top_level_names(tree: ast.Module) -> set[str]:

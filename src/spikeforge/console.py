@@ -4,8 +4,9 @@ concern the user's run — nothing else.
 :func:`quiet_console` is called when a task starts (after Lightning is imported):
 
 - Lightning's INFO messages ("Seed set to", "GPU available: False", product tips, "`Trainer.fit`
-  stopped") go to the run's log file only (``<run dir>/train.log``), except the note that
-  ``fast_dev_run`` (``debug=fdr``) writes no checkpoints or logs; its warnings still reach the console.
+  stopped", the ``fast_dev_run`` note of ``debug=fdr``) go to the run's log file only
+  (``<run dir>/train.log``); its warnings still reach the console, except
+  :data:`LOG_ONLY_WARNINGS` (advice about settings a run chose on purpose), which go to the log only.
   Lightning prints them through a handler of its own besides the one Hydra configures, so every line
   appeared twice: that handler is removed.
 - Warnings about library internals that no setting of a run can change are silenced
@@ -15,6 +16,7 @@ concern the user's run — nothing else.
 from __future__ import annotations
 
 import logging
+import re
 import warnings
 
 # (message regex, category, why it does not concern a spikeforge run)
@@ -30,14 +32,23 @@ IRRELEVANT_WARNINGS: list[tuple[str, type[Warning], str]] = [
 
 LIBRARY_LOGGERS = ("lightning", "lightning.pytorch", "lightning.fabric")
 
+# Python warnings (captured into logging as ``py.warnings``) that go to train.log only: advice about a
+# setting the run chose on purpose, with a site-packages path the user cannot act on
+LOG_ONLY_WARNINGS = (
+    # a short run (debug=limit, scaled-down tests) has fewer batches than the logging interval
+    r"smaller than the logging interval",
+    # values logged once per epoch that are the same on every rank (ASGL's widths) need no reduction
+    r"It is recommended to use `self\.log\(.*sync_dist=True",
+)
+
 
 class DropLibraryInfo(logging.Filter):
     """Console filter: records below WARNING from Lightning's loggers stay out of the console."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.levelno >= logging.WARNING or not record.name.startswith("lightning"):
-            return True
-        return "fast_dev_run" in record.getMessage()  # debug=fdr: say that nothing is saved
+        if record.name == "py.warnings":
+            return not any(re.search(p, record.getMessage(), re.S) for p in LOG_ONLY_WARNINGS)
+        return record.levelno >= logging.WARNING or not record.name.startswith("lightning")
 
 
 def quiet_console() -> None:
@@ -48,7 +59,8 @@ def quiet_console() -> None:
             if type(h) is logging.StreamHandler:  # Lightning's own console handler
                 lg.removeHandler(h)
         lg.propagate = True  # to Hydra's console (filtered below) and log file
-    for h in logging.getLogger().handlers:
+    # the root's console and the one conf/hydra/default.yaml gives Python warnings (``py.warnings``)
+    for h in [*logging.getLogger().handlers, *logging.getLogger("py.warnings").handlers]:
         if type(h) is logging.StreamHandler and not any(isinstance(f, DropLibraryInfo) for f in h.filters):
             h.addFilter(DropLibraryInfo())
     for message, category, _why in IRRELEVANT_WARNINGS:

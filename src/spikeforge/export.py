@@ -23,7 +23,6 @@ the NIR export with one sentence naming the layers and the nearest exportable ne
 from __future__ import annotations
 
 import copy
-import json
 import logging
 import math
 import re
@@ -39,8 +38,9 @@ from torch import nn
 
 from spikeforge.errors import ExportError
 from spikeforge.layers.norm import IdentityNorm, TimeBatchNorm
-from spikeforge.layers.tdbn import fold_sequential
+from spikeforge.layers.tdbn import fold_sequential, plain_weights
 from spikeforge.neurons import is_neuron
+from spikeforge.summary_format import export_line
 
 
 class _PassThrough(nn.Module):
@@ -322,6 +322,7 @@ def export(cfg: DictConfig) -> dict[str, Any]:
     run_cfg, module = restore_run(cfg.ckpt_path, cfg.paths, cfg.get("data_overrides"))
     out_dir = output_dir(cfg)
     module.eval()
+    plain_weights(module.net)  # a reparametrised weight (STDS's w = M(θ)) as the plain weight it computes
     datamodule = build_datamodule(run_cfg)
     datamodule.prepare_data()
     datamodule.setup("test")
@@ -329,12 +330,16 @@ def export(cfg: DictConfig) -> dict[str, Any]:
 
     path = Path(str(cfg.output)) if cfg.get("output") else out_dir / f"model{FORMATS[fmt]}"
     path.parent.mkdir(parents=True, exist_ok=True)
-    if fmt == "nir":
-        check = export_nir(module, x, path, str(run_cfg.method.neuron.get("kind")), dt=float(cfg.dt))
-    elif fmt == "torchscript":
-        check = export_torchscript(module, x, path)
-    else:
-        check = export_onnx(module, x, path)
+    try:
+        if fmt == "nir":
+            check = export_nir(module, x, path, str(run_cfg.method.neuron.get("kind")), dt=float(cfg.dt))
+        elif fmt == "torchscript":
+            check = export_torchscript(module, x, path)
+        else:
+            check = export_onnx(module, x, path)
+    except BaseException:
+        path.unlink(missing_ok=True)  # a refused or failed export leaves no partial file
+        raise
     results = {"format": fmt, "ckpt_path": str(cfg.ckpt_path), "file": str(path), "input_shape": list(x.shape),
                "method": run_cfg.method.get("name"), "model": run_cfg.model.get("name"),
                "data": run_cfg.data.get("name"), "T": run_cfg.get("T"), "check": check}
@@ -342,5 +347,5 @@ def export(cfg: DictConfig) -> dict[str, Any]:
 
     atomic_write_json(out_dir / "export_results.json", results)
     print_summary({k: v for k, v in results.items() if k != "check"} | {"test": {}})
-    print(json.dumps(check, indent=1))
+    logging.getLogger("spikeforge").info("%s", export_line(results, out_dir / "export_results.json"))
     return results

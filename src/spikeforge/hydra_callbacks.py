@@ -113,6 +113,7 @@ class RunGuard(Callback):
         from spikeforge.config_schema import check_accelerator
 
         check_accelerator(str(OmegaConf.select(config, "trainer.accelerator", default="cpu")))
+        rundir.writable_or_raise(Path(str(config.hydra.run.dir)))
 
     def _check(self, config: DictConfig) -> None:
         from spikeforge.config_schema import validate

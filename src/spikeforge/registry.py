@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import ast
 import importlib
-import importlib.machinery
 import inspect
 import pkgutil
 from collections.abc import Callable
@@ -21,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from spikeforge.errors import ConfigError
+from spikeforge.sources import find_spec
 
 
 class Registry:
@@ -83,15 +83,10 @@ def _accepted_kwargs(fn: Callable[..., Any]) -> set[str] | None:
 
 def _source_files(module: str) -> list[Path]:
     """``module``'s file; for a package, its ``__init__`` and the sub-modules a registry discovers."""
-    path: list[str] | None = None
-    spec = None
-    parts = module.split(".")
-    for i in range(len(parts)):
-        spec = importlib.machinery.PathFinder.find_spec(".".join(parts[: i + 1]), path)
-        if spec is None or spec.origin is None:
-            return []
-        path = list(spec.submodule_search_locations or [])
-    assert spec is not None and spec.origin is not None
+    spec = find_spec(module)
+    if spec is None or spec.origin is None:
+        return []
+    path = spec.submodule_search_locations
     files = [Path(spec.origin)]
     for folder in path or []:
         files += sorted(p for p in Path(folder).glob("*.py") if not p.name.startswith("_"))

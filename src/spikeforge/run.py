@@ -36,8 +36,10 @@ from spikeforge.callbacks.reliability import NonFiniteLossGuard, last_checkpoint
 from spikeforge.callbacks.resume import make_resumable
 from spikeforge.config_schema import validate
 from spikeforge.console import quiet_console
+from spikeforge.entry_errors import check_data_overrides
 from spikeforge.errors import CheckpointError, ConfigError, SpikeforgeError
 from spikeforge.protocol import EpochTestRecorder, apply_protocol, protocol_results
+from spikeforge.summary_format import eval_line, finished_line, summary_rows
 from spikeforge.utils.io import atomic_write_json
 from spikeforge.utils.opcount import batch_inference_cost
 
@@ -346,6 +348,7 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
         "seed": cfg.seed,
         "expected": OmegaConf.to_container(cfg.expected, resolve=True) if cfg.get("expected") else None,
         "epochs": trainer.current_epoch,
+        "max_epochs": 1 if trainer.fast_dev_run else trainer.max_epochs,
         "global_steps": trainer.global_step,
         "val": val_metrics,
         "best_val_acc1": _scalar(ckpt_cb.best_model_score) if protocol == "clean" and ckpt_cb
@@ -374,9 +377,8 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
     }
     if trainer.is_global_zero:
         atomic_write_json(out_dir / "results.json", results)
-        log.info("finished: best val/acc1 %s, test %s; %s", results["best_val_acc1"], test_metrics,
-                 out_dir / "results.json")
         print_summary(results)
+        log.info("%s", finished_line(results, out_dir / "results.json"))
     _finish_wandb()
     return results
 
@@ -407,6 +409,7 @@ def restore_run(ckpt_path: str | Path, paths: DictConfig | None = None,
         if paths is not None:
             run_cfg.paths = paths  # this machine's folders, not the training machine's
         if data_overrides:
+            check_data_overrides(run_cfg.data, data_overrides)  # keys and types, one line each
             run_cfg.data = OmegaConf.merge(run_cfg.data, data_overrides)
     module = build_module(run_cfg)
     try:
@@ -431,6 +434,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     if trainer.is_global_zero:
         atomic_write_json(out_dir / "eval_results.json", results)
         print_summary(results)
+        log.info("%s", eval_line(results, out_dir / "eval_results.json"))
     return results
 
 
@@ -443,14 +447,6 @@ def print_summary(results: dict[str, Any]) -> None:
     table.add_column("key")
     table.add_column("value", justify="right")
 
-    def fmt(v: Any) -> str:
-        return f"{v:.4f}" if isinstance(v, float) else str(v)
-
-    for key in ("method", "model", "data", "T", "seed", "epochs", "parameters", "best_val_acc1",
-                "mean_firing_rate", "time_per_step_s", "peak_host_memory_bytes", "saved_for_backward_peak_bytes",
-                "synops_per_sample", "wall_time_s"):
-        if results.get(key) is not None:
-            table.add_row(key, fmt(results[key]))
-    for k, v in results.get("test", {}).items():
-        table.add_row(k, fmt(v))
+    for label, value in summary_rows(results):  # units, and why a value does not apply
+        table.add_row(label, value)
     Console(stderr=False).print(table)

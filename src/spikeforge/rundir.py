@@ -57,6 +57,12 @@ def writable_or_raise(path: str | Path) -> None:
     if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
         raise ConfigError(f"cannot write the run directory {path} ({probe} is not a writable folder); "
                           "set run_dir or paths.log_dir to a writable folder")
+    from spikeforge.entry_errors import probe_creatable
+
+    why = probe_creatable(path)  # e.g. under /proc: an existing, "writable" parent that refuses folders
+    if why is not None:
+        raise ConfigError(f"cannot create the run directory {path} ({why}); "
+                          "set run_dir or paths.log_dir to a writable folder")
 
 
 def output_dir(cfg: DictConfig) -> Path:

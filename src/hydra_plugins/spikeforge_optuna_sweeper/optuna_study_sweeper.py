@@ -30,12 +30,13 @@ class OptunaStudySweeper(Sweeper):
         from spikeforge import optuna_search
         from spikeforge.errors import ConfigError
 
+        # before Optuna is imported: importing alembic logs one INFO line per plugin it sets up
+        logging.getLogger("alembic").setLevel(logging.WARNING)  # Optuna's schema checks are not news
         try:
             from hydra_plugins.hydra_optuna_sweeper._impl import OptunaSweeperImpl
         except ImportError:
             raise ConfigError("hparams_search=optuna needs hydra-optuna-sweeper: pip install -e \".[optuna]\" "
                               "(or the pins in requirements.txt)") from None
-        logging.getLogger("alembic").setLevel(logging.WARNING)  # Optuna's schema checks are not news
         self.sweep_dir = Path(str(config.hydra.sweep.dir))
         self.sweep_dir.mkdir(parents=True, exist_ok=True)  # sqlite creates the file, not its folder
         storage = self.options["storage"] or optuna_search.sqlite_url(self.sweep_dir)

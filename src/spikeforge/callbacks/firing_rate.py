@@ -7,6 +7,8 @@ synchronisation per validation epoch, none per batch).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
@@ -39,15 +41,22 @@ class FiringRateRecorder:
         self._counts.clear()
         self.active = True
 
-    def stop(self) -> dict[str, float]:
-        """Per-layer rates and ``mean`` (over all neuron outputs, weighted by size)."""
+    def stop(self, reduce: Callable[[torch.Tensor], torch.Tensor] | None = None) -> dict[str, float]:
+        """Per-layer rates and ``mean`` (over all neuron outputs, weighted by size). ``reduce`` sums a
+        tensor over DDP ranks (``trainer.strategy.reduce(t, reduce_op="sum")``): the rates are then
+        those of the whole split, each rank's spikes and outputs counted once."""
         self.active = False
         names = [n for n in self._counts if self._counts[n]]
         if not names:
             return {}
-        spikes = torch.stack([self._spikes[n].to(self._spikes[names[0]].device) for n in names]).tolist()
-        rates = {n: s / self._counts[n] for n, s in zip(names, spikes)}
-        rates["mean"] = sum(spikes) / sum(self._counts[n] for n in names)
+        device = self._spikes[names[0]].device
+        counts = torch.tensor([self._counts[n] for n in names], dtype=torch.int64, device=device)
+        totals = torch.stack([torch.stack([self._spikes[n].to(device) for n in names]), counts])
+        if reduce is not None:
+            totals = reduce(totals)
+        spikes, sizes = totals.tolist()
+        rates = {n: s / c for n, s, c in zip(names, spikes, sizes)}
+        rates["mean"] = sum(spikes) / sum(sizes)
         return rates
 
     def remove(self) -> None:

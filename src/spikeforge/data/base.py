@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from spikeforge.data.sharding import eval_sampler
 from spikeforge.errors import ConfigError
 
 
@@ -75,6 +76,8 @@ class SpikeDataModule(L.LightningDataModule):
             ds,
             batch_size=self.batch_size if train else self.eval_batch_size,
             shuffle=train,
+            # under DDP: every evaluation sample on exactly one rank, no padding (spikeforge.data.sharding)
+            sampler=None if train else eval_sampler(ds),
             drop_last=self.drop_last and train,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory and torch.cuda.is_available(),

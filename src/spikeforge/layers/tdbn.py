@@ -24,6 +24,7 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.conv import _ConvNd
+from torch.nn.utils import parametrize
 
 from spikeforge.errors import ConfigError
 from spikeforge.layers import register_norm
@@ -93,11 +94,40 @@ def _affine_of(norm: _BatchNorm) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 @torch.no_grad()
+def plain_copy(module: nn.Module) -> nn.Module:
+    """A copy of ``module`` whose parametrised tensors (``torch.nn.utils.parametrize``, e.g. STDS's
+    w = M(θ)) are plain parameters holding the values they compute; other modules are deep-copied.
+
+    ``parametrize.remove_parametrizations`` on a deep copy would delete the tensor's property from the
+    parametrised class, which the copy shares with ``module`` (``module.weight`` would then be gone)."""
+    new = copy.deepcopy(module)
+    if not parametrize.is_parametrized(module):
+        return new
+    values = {name: getattr(module, name).detach().clone() for name in module.parametrizations}
+    new.__class__ = parametrize.type_before_parametrizations(module)
+    del new.parametrizations
+    for name, value in values.items():
+        new.register_parameter(name, nn.Parameter(value))
+    return new
+
+
+def plain_weights(model: nn.Module) -> nn.Module:
+    """Replace every parametrised sub-module of ``model`` by its :func:`plain_copy` (in place)."""
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if parametrize.is_parametrized(child):
+                setattr(parent, name, plain_copy(child))
+    return model
+
+
+@torch.no_grad()
 def fold(conv: nn.Module, norm: _BatchNorm) -> nn.Module:
     """A copy of ``conv`` (``Conv1d/2d/3d`` or ``Linear``, spikingjelly's included) with the eval-mode
     ``norm`` that follows it folded in: W' = W·s, b' = (b − μ)·s + β with s = λ·α·V_th/√(σ²_run + ε).
 
-    ``fold(conv, norm)(x)`` equals ``norm.eval()(conv(x))``; the result has a bias.
+    ``fold(conv, norm)(x)`` equals ``norm.eval()(conv(x))``; the result has a bias. A reparametrised
+    weight (STDS's w = M(θ), ``torch.nn.utils.parametrize``) is folded as the weight it computes: the
+    result is a plain conv.
     """
     if isinstance(conv, _ConvNd) and conv.transposed:
         raise ValueError("fold supports ordinary convolutions, not transposed ones")
@@ -106,7 +136,7 @@ def fold(conv: nn.Module, norm: _BatchNorm) -> nn.Module:
     if conv.weight.shape[0] != norm.num_features:
         raise ValueError(f"conv has {conv.weight.shape[0]} output channels, norm has {norm.num_features}")
     scale, shift = _affine_of(norm)
-    folded = copy.deepcopy(conv)
+    folded = plain_copy(conv)
     w = conv.weight * scale.view(-1, *([1] * (conv.weight.dim() - 1)))
     b = shift if conv.bias is None else conv.bias * scale + shift
     folded.weight = nn.Parameter(w.to(conv.weight.dtype))
@@ -118,7 +148,9 @@ def fold(conv: nn.Module, norm: _BatchNorm) -> nn.Module:
 def fold_sequential(model: nn.Module) -> nn.Module:
     """Fold every (Conv/Linear, BN-type norm) pair adjacent in an ``nn.Sequential`` of ``model`` (in
     place) and put an identity in the norm's slot; returns ``model``. Pairs outside a Sequential
-    (residual branches written as attributes) are left alone: fold them with :func:`fold`."""
+    (residual branches written as attributes) are left alone: fold them with :func:`fold`. Parametrised
+    weights (STDS) become the plain weights they compute first (:func:`plain_weights`)."""
+    plain_weights(model)
     for seq in [m for m in model.modules() if isinstance(m, nn.Sequential)]:
         names = list(seq._modules)
         for a, b in itertools.pairwise(names):
@@ -130,4 +162,4 @@ def fold_sequential(model: nn.Module) -> nn.Module:
     return model
 
 
-__all__ = ["ThresholdDependentBN", "fold", "fold_sequential", "tdbn"]
+__all__ = ["ThresholdDependentBN", "fold", "fold_sequential", "plain_copy", "plain_weights", "tdbn"]

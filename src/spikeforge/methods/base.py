@@ -17,7 +17,7 @@ import lightning as L
 import torch
 from spikingjelly.activation_based import functional
 from torch import nn
-from torchmetrics import MetricCollection
+from torchmetrics import Metric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
 from spikeforge.callbacks.firing_rate import FiringRateRecorder
@@ -27,6 +27,26 @@ from spikeforge.losses import build_loss
 from spikeforge.methods.optim import build_optimizer, build_scheduler, split_decay
 from spikeforge.models import build_model
 from spikeforge.neurons import NeuronFactory
+
+
+class SampleMean(Metric):
+    """Mean over samples of per-batch means (``update(mean, n)``): the sums are reduced over ranks.
+    (torchmetrics' ``MeanMetric`` either checks for NaN on the host every step or, with the check
+    disabled, drops the weights.)"""
+
+    full_state_update = False
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.add_state("total", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("count", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+
+    def update(self, mean: torch.Tensor, n: int) -> None:
+        self.total += mean.detach().to(torch.float64) * n
+        self.count += n
+
+    def compute(self) -> torch.Tensor:
+        return (self.total / self.count).float()
 
 
 def _metrics(num_classes: int, prefix: str) -> MetricCollection:
@@ -76,6 +96,10 @@ class SpikingClassifier(L.LightningModule):
         self.train_metrics = _metrics(num_classes, "train/")
         self.val_metrics = _metrics(num_classes, "val/")
         self.test_metrics = _metrics(num_classes, "test/")
+        # evaluation losses as sample-weighted means whose sums are reduced over DDP ranks: exact with
+        # uneven shards (spikeforge.data.sharding), where Lightning's own mean of a logged tensor divides
+        # by an integer-averaged batch count
+        self.eval_losses = nn.ModuleDict({s: SampleMean() for s in ("val", "test")})
         self.rates = FiringRateRecorder(self.net)
         self.last_firing_rates: dict[str, float] = {}
         self.run_config: dict[str, Any] | None = None  # set by spikeforge.run, saved in checkpoints
@@ -180,9 +204,13 @@ class SpikingClassifier(L.LightningModule):
     def log_step(self, stage: str, loss: torch.Tensor, scores: torch.Tensor, y: torch.Tensor) -> None:
         metrics = getattr(self, f"{stage}_metrics")
         metrics.update(scores.detach().float(), y)
-        on_step = stage == "train"
-        self.log(f"{stage}/loss", loss.detach(), on_step=on_step, on_epoch=True, prog_bar=True,
-                 sync_dist=True, batch_size=y.shape[0])
+        if stage == "train":
+            self.log(f"{stage}/loss", loss.detach(), on_step=True, on_epoch=True, prog_bar=True,
+                     sync_dist=True, batch_size=y.shape[0])
+        else:
+            mean = self.eval_losses[stage]
+            mean.update(loss, y.shape[0])
+            self.log(f"{stage}/loss", mean, on_step=False, on_epoch=True, prog_bar=True)
         self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=stage != "test", sync_dist=True)
 
     def _eval_step(self, stage: str, batch: tuple[torch.Tensor, torch.Tensor]) -> None:
@@ -204,7 +232,8 @@ class SpikingClassifier(L.LightningModule):
         self.rates.start()
 
     def on_validation_epoch_end(self) -> None:
-        rates = self.rates.stop()
+        # every rank takes part in the sum (same hook, same order); on one process it is the identity
+        rates = self.rates.stop(reduce=lambda t: self.trainer.strategy.reduce(t, reduce_op="sum"))
         if rates and not self.trainer.sanity_checking:
             self.last_firing_rates = rates
             self.log_dict({f"firing_rate/{k}": v for k, v in rates.items()}, sync_dist=True)
