@@ -167,6 +167,7 @@ def resume_point(cfg: DictConfig, run_dir: str | Path) -> ResumePoint | None:
         return None
     if path is None:
         return None
+    path = path.resolve()  # decided before the task starts (hydra_callbacks) and used inside it: one absolute path
     saved = load_checkpoint(path, mmap=True)
     old = saved["spikeforge_config"]
     for group in ("method", "model", "data"):
