@@ -183,10 +183,15 @@ def discard_failed_run(run_dir: str | os.PathLike[str], log_dir: str | os.PathLi
         return False
     import logging
 
-    for h in logging.getLogger().handlers:  # the run's log file is one of them: close it first
-        if isinstance(h, logging.FileHandler) and Path(h.baseFilename).resolve().is_relative_to(root.resolve()):
-            h.close()
-            logging.getLogger().removeHandler(h)
+    # the run's log file (train.log) may be open in any logger's handlers: close and detach it first, or a
+    # later run in the same process would log into a deleted folder
+    loggers = [logging.getLogger(), *(lg for lg in logging.Logger.manager.loggerDict.values()
+                                      if isinstance(lg, logging.Logger))]
+    for lg in loggers:
+        for h in list(lg.handlers):
+            if isinstance(h, logging.FileHandler) and Path(h.baseFilename).resolve().is_relative_to(root.resolve()):
+                h.close()
+                lg.removeHandler(h)
     shutil.rmtree(root, ignore_errors=True)
     if log_dir is not None:
         stop, parent = Path(log_dir).resolve(), root.resolve().parent
