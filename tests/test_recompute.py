@@ -159,7 +159,8 @@ class _Batches:
         return iter(self.batches)
 
 
-def _fit(method: str, memory: str, precision: str = "32-true") -> tuple[list[float], dict[str, torch.Tensor]]:
+def _fit(method: str, memory: str, precision: str = "32-true", root: Path | None = None
+         ) -> tuple[list[float], dict[str, torch.Tensor]]:
     """Three training steps of ``method`` on fixed random batches (Lightning, automatic optimisation as
     in a run): the loss of every step and the final state dict."""
     cfg = compose_cfg([f"method={method}", f"memory={memory}", "model.channels=[4,8]", "model.pool_size=1", "T=2",
@@ -177,15 +178,16 @@ def _fit(method: str, memory: str, precision: str = "32-true") -> tuple[list[flo
 
     L.Trainer(max_steps=3, max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
               enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0, callbacks=[Record()],
-              precision=precision).fit(module, train_dataloaders=batches)
+              precision=precision, default_root_dir=root).fit(module, train_dataloaders=batches)
     return losses, {k: v.detach().clone() for k, v in module.state_dict().items()}
 
 
 @pytest.mark.parametrize("method", BPTT_METHODS)
-def test_every_bptt_method_trains_the_same_with_checkpoint_and_auto(method: str) -> None:
-    ref_loss, ref_state = _fit(method, "none")
+def test_every_bptt_method_trains_the_same_with_checkpoint_and_auto(method: str, tmp_path: Path) -> None:
+    # the Trainer's root in tmp_path: STDS writes sparse_weights.pt there at the end of fitting
+    ref_loss, ref_state = _fit(method, "none", root=tmp_path)
     for memory in ("checkpoint", "auto"):
-        loss, state = _fit(method, memory)
+        loss, state = _fit(method, memory, root=tmp_path)
         assert loss == pytest.approx(ref_loss, rel=1e-6, abs=1e-7), memory
         bad = [k for k in ref_state if not torch.allclose(ref_state[k].float(), state[k].float(), rtol=1e-5, atol=1e-6)]
         assert not bad, f"memory={memory}: {bad}"
