@@ -137,6 +137,10 @@ def test_default_run_reaches_95_percent(tmp_path, record_property) -> None:
     batches = math.ceil(len(dm.train_dataloader().dataset) / 64)  # the default batch size, last batch kept
     assert len(dm.train_dataloader()) == batches
     assert results["epochs"] == 10 and results["global_steps"] == 10 * batches
+    # convnet pools before its neurons: every synaptic layer behind the image-driven first takes spikes
+    first, *rest = results["inference_cost_per_layer"]
+    assert first["input"] == "real" and first["macs_per_sample"] > 0 and len(rest) == 3
+    assert all(r["input"] == "spikes" and r["synops_per_sample"] > 0 and r["macs_per_sample"] == 0 for r in rest)
 
 
 def test_wandb_logger_runs_offline_without_a_key(make_cfg, monkeypatch) -> None:

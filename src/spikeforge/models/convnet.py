@@ -1,7 +1,10 @@
 """``convnet``: the small default network for the embedded digits data.
 
-Stages of conv3×3 (no bias) → norm → neuron → AvgPool2d(2), then an adaptive average pool to
-``pool_size``, flatten, dropout and a non-spiking Linear read out at every step.
+Stages of conv3×3 (no bias) → norm → average pool → neuron: AvgPool2d(2), and in the last stage an
+adaptive average pool to ``pool_size``; then flatten, dropout and a non-spiking Linear read out at every
+step. The pools act on the norm's output, before the neuron, so every synaptic layer after the first
+receives binary spikes (its cost is accumulates, :mod:`spikeforge.utils.opcount`), and each neuron layer
+runs at the pooled resolution.
 """
 
 from __future__ import annotations
@@ -31,24 +34,23 @@ class ConvNet(nn.Module):
         super().__init__()
         blocks: list[nn.Module] = []
         c_in = in_channels
-        for c in channels:
+        for i, c in enumerate(channels):
+            last = i == len(channels) - 1
             blocks += [
                 layer.Conv2d(c_in, c, 3, padding=1, bias=False),
                 norm(c),
+                layer.AdaptiveAvgPool2d(pool_size) if last else layer.AvgPool2d(2),
                 neuron(num_features=c),
-                layer.AvgPool2d(2),
             ]
             c_in = c
         self.features = nn.Sequential(*blocks)
-        self.pool = layer.AdaptiveAvgPool2d(pool_size)
         self.flatten = layer.Flatten(1)
         # spikingjelly's Dropout shares its mask over T in multi-step mode.
         self.dropout = layer.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.classifier = layer.Linear(c_in * pool_size * pool_size, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.pool(self.features(x))
-        return self.classifier(self.dropout(self.flatten(x)))
+        return self.classifier(self.dropout(self.flatten(self.features(x))))
 
 
 @register_model("convnet")
