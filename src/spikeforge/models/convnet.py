@@ -1,10 +1,12 @@
 """``convnet``: the small default network for the embedded digits data.
 
-Stages of conv3×3 (no bias) → norm → average pool → neuron: AvgPool2d(2), and in the last stage an
+Stages of conv3×3 (no bias) → average pool → norm → neuron: AvgPool2d(2), and in the last stage an
 adaptive average pool to ``pool_size``; then flatten, dropout and a non-spiking Linear read out at every
-step. The pools act on the norm's output, before the neuron, so every synaptic layer after the first
-receives binary spikes (its cost is accumulates, :mod:`spikeforge.utils.opcount`), and each neuron layer
-runs at the pooled resolution.
+step. Pooling before the neuron (as spikingjelly's examples pool before firing, or max-pool spikes) means
+every synaptic layer after the first receives binary spikes, so its cost is accumulates
+(:mod:`spikeforge.utils.opcount`); the norm after the pool keeps the neurons' input at unit scale, and
+each neuron layer runs at the pooled resolution. In eval mode the norm folds into the conv across the
+pool (:func:`spikeforge.layers.tdbn.fold_sequential`), so the network still maps to NIR.
 """
 
 from __future__ import annotations
@@ -38,8 +40,8 @@ class ConvNet(nn.Module):
             last = i == len(channels) - 1
             blocks += [
                 layer.Conv2d(c_in, c, 3, padding=1, bias=False),
-                norm(c),
                 layer.AdaptiveAvgPool2d(pool_size) if last else layer.AvgPool2d(2),
+                norm(c),
                 neuron(num_features=c),
             ]
             c_in = c
