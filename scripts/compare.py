@@ -5,7 +5,9 @@ then the results table and plots, copied under ``docs/compare/`` with the date a
 
 ``make compare`` runs it (about 15 minutes on 2 CPU cores). Every job runs at ``--threads`` torch
 threads (results are repeatable for a seed at a fixed thread count), one after another in one process;
-each job's ``results.json`` holds its own peak memory and the bytes saved for backward in one step.
+each job's ``results.json`` holds its own peak memory and the bytes saved for backward in one step, and
+its operations and energy per sample; the plots include accuracy against energy (``acc_vs_energy.png``)
+beside memory per method.
 """
 
 from __future__ import annotations
@@ -32,12 +34,15 @@ DEFAULT_METHODS = ["bptt", "stbp_tdbn", "sltt", "sltt_k", "dsr", "asgl", "stds"]
 
 COLUMNS_NOTE = (
     "Peak memory: each job's own peak (host VmHWM reset at the job's start, or the GPU's peak); saved for "
-    "backward: the peak bytes autograd holds during one training step (parameters included). MACs and "
-    "SynOps per sample over all T steps on 16 validation images: a synaptic layer fed spikes (non-zeros of "
-    "one value) counts one accumulate per non-zero input and weight it reaches (SynOps), any other input "
-    "counts dense MACs (an all-zero input counts nothing); energy = 4.6 pJ·MACs + 0.9 pJ·SynOps. In `convnet` "
-    "every spike passes an average pool before the next synaptic layer, so those layers count MACs and SynOps "
-    "stay near 0 (a pooled input whose non-zeros happen to share one value counts as spikes).")
+    "backward: the peak bytes autograd holds during one training step (parameters included). Operations per "
+    "sample over all T steps on 16 validation images, in the NeuroBench convention: a synaptic layer performs "
+    "one operation per (non-zero input, non-zero weight) pair, bias excluded; fed spikes (non-zeros of one "
+    "magnitude: binary, or scaled by a threshold) they are accumulates (SynOps), otherwise multiply-accumulates "
+    "(MACs); dense ops: the same count with every input and weight non-zero. Energy = 4.6 pJ·MACs + 0.9 pJ·SynOps "
+    "(45 nm fp32). `convnet` pools before its neurons, so every synaptic layer but the image-driven first "
+    "takes spikes: SynOps follow the firing rate, and STDS's pruned weights perform none. "
+    "`acc_vs_energy.png`: test top-1 against energy, one dot per job, a cross per method mean, the Pareto "
+    "front of the means.")
 
 
 def machine() -> str:

@@ -5,6 +5,9 @@
   training step (the figure the SLTT paper compares) and the run's own peak memory; with a single T
   (``make compare``) ``memory_by_method.png`` shows the same two figures as one bar per method;
 - ``acc_vs_connectivity.png``: test top-1 against connectivity (1 − sparsity), STDS sweeps;
+- ``acc_vs_energy.png``: test top-1 against the compute energy per sample (``energy_compute_mj_per_sample``),
+  one point per run (method and seed), each method's mean marked, and the Pareto front of the method
+  means (no other method both more accurate and cheaper);
 - ``width_sweep.png``: test top-1 against the surrogate width, one line per method (ASGL vs SG).
 
     python scripts/plot.py outputs/train/multiruns/<date>_<time> [--out DIR]
@@ -133,6 +136,49 @@ def memory_figure(saved: list[tuple[str, float, float]],
     return name, fig
 
 
+def energy_points(runs: list[Run]) -> list[tuple[str, float, float]]:
+    """``(method, energy mJ per sample, test top-1 %)`` of every run that has both."""
+    return [(str(r.key("method")), float(r.results["energy_compute_mj_per_sample"]), _top1(r)) for r in runs
+            if r.results.get("energy_compute_mj_per_sample") is not None and _top1(r) is not None]
+
+
+def pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """The ``(energy, accuracy)`` points that no other point beats on both (lower energy, higher accuracy),
+    by increasing energy."""
+    front: list[tuple[float, float]] = []
+    for e, a in sorted(points, key=lambda p: (p[0], -p[1])):
+        if not front or a > front[-1][1]:
+            front.append((e, a))
+    return front
+
+
+def energy_figure(points: list[tuple[str, float, float]]) -> Figure | None:
+    """Accuracy against energy: the runs as dots, each method's mean as a cross (same colour), the Pareto
+    front of the means as a step line."""
+    if not points:
+        return None
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    means = {}
+    for method in sorted({p[0] for p in points}):
+        es, accs = zip(*((e, a) for m, e, a in points if m == method))
+        dots = ax.scatter(es, accs, s=14, alpha=0.5)
+        means[method] = (statistics.fmean(es), statistics.fmean(accs))
+        ax.scatter(*means[method], marker="X", s=90, color=dots.get_facecolor()[0], edgecolor="black",
+                   linewidth=0.6, label=method)
+    front = pareto_front(list(means.values()))
+    ax.plot([e for e, _ in front], [a for _, a in front], drawstyle="steps-post", color="black", lw=1, ls="--",
+            label="Pareto front (means)")
+    energies = [p[1] for p in points]
+    if min(energies) > 0 and max(energies) / min(energies) > 10:
+        ax.set_xscale("log")
+    ax.set(xlabel="compute energy per sample (mJ)", ylabel="test top-1 (%)",
+           title="Accuracy against energy (dots: runs, crosses: method means)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
 def figures(root: Path) -> dict[str, Figure]:
     """The plots of the finished runs under ``root``, by file name; a plot without data is left out."""
     runs = [r for r in collect_runs(root) if r.ok]
@@ -154,6 +200,11 @@ def figures(root: Path) -> dict[str, Figure]:
             out[name] = line_figure(series, *labels)
         else:
             print(f"skipped {name}: no runs with the data it needs")
+    energy = energy_figure(energy_points(runs))
+    if energy is None:
+        print("skipped acc_vs_energy.png: no runs with the data it needs")
+    else:
+        out["acc_vs_energy.png"] = energy
     memory = memory_figure(*memory_points(runs))
     if memory is None:
         print("skipped memory_vs_T.png: no runs with the data it needs")

@@ -6,7 +6,7 @@ Columns: method, model, dataset, T (or the --group-by keys), test top-1 mean ± 
 paper's top-1 (``expected.top1`` of the recipe), the evaluation protocol of the runs (``paper``:
 test-set selection, with the last-epoch top-1; ``clean``: validation selection), train time per
 epoch, the run's own peak memory, the peak bytes saved for backward in one training step, mean firing
-rate, MACs, SynOps and energy per sample, sparsity (STDS), and how many jobs succeeded/failed. Failed
+rate, MACs, SynOps, dense operations and energy per sample, sparsity (STDS), and how many jobs succeeded/failed. Failed
 jobs are listed, not fatal. Writes ``summary.md`` and ``summary.csv`` into the directory (or --out).
 """
 

@@ -78,6 +78,8 @@ CASES: list[tuple[str, list[str], int, str]] = [
      r"checkpoint .*last.ckpt does not match this model"),
     ("unwritable run dir", ["run_dir={file}/sub"], 2, r"cannot write the run directory .*a_file/sub"),
     ("image size", ["data.image_size=0"], 2, r"data.image_size and data.channels must be >= 1"),
+    ("energy preset", ["energy.preset=fp8"], 2, r"energy.preset must be one of fp32, fp16, int8 \(got 'fp8'\)"),
+    ("energy constant", ["energy.e_ac_pj=-0.9"], 2, r"energy.e_ac_pj must be a non-negative number of picojoules"),
 ]
 
 

@@ -85,8 +85,8 @@ NOT_NIR = [("sltt", r"reset by subtraction \(v_reset"), ("dsr", "reset by subtra
 def test_neurons_nir_cannot_express_name_the_layers_and_an_alternative(tmp_path: Path, method: str,
                                                                        why: str) -> None:
     module = _module(tmp_path, method)
-    with pytest.raises(ExportError, match=rf"NIR cannot express the \w+ neurons of this network \(features\.2, "
-                                          rf"features\.6: [^)]*{why}.*nearest exportable: .*method=bptt"):
+    with pytest.raises(ExportError, match=rf"NIR cannot express the \w+ neurons of this network \(features\.3, "
+                                          rf"features\.7: [^)]*{why}.*nearest exportable: .*method=bptt"):
         export_nir(module, torch.rand(2, 3, 8, 8), tmp_path / "m.nir", method)
     assert not (tmp_path / "m.nir").exists()
 

@@ -115,3 +115,26 @@ def test_all_plots_are_written_as_png(runs: Path) -> None:
         assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         width = 10 if p.name == "memory_vs_T.png" else 6.4  # memory: two panels side by side
         assert plt.imread(p).shape[:2] == (round(4.2 * 120), round(width * 120))  # figsize × dpi
+
+
+def test_accuracy_against_energy_marks_means_and_the_pareto_front(runs: Path) -> None:
+    """``acc_vs_energy.png`` (make compare): a dot per run, a cross per method mean, the front of the means."""
+    energies = {"0": 0.02, "1": 0.01, "2": 0.03, "3": 0.005, "4": 0.005}  # asgl mean: 0.02 mJ, 80%
+    for d, e in energies.items():
+        f = runs / d / "results.json"
+        f.write_text(json.dumps({**json.loads(f.read_text()), "energy_compute_mj_per_sample": e}))
+    figs = plot.figures(runs)
+    ax = figs["acc_vs_energy.png"].axes[0]
+    assert (ax.get_xlabel(), ax.get_ylabel()) == ("compute energy per sample (mJ)", "test top-1 (%)")
+    dots, crosses = ax.collections[0::2], ax.collections[1::2]
+    runs_drawn = sorted((round(float(x), 6), round(float(y), 6)) for c in dots for x, y in c.get_offsets())
+    assert runs_drawn == sorted((energies[d], round(100 * acc, 6)) for d, _, _, _, _, acc, *_ in RUNS)
+    means = {c.get_label(): tuple(round(float(v), 6) for v in c.get_offsets()[0]) for c in crosses}
+    assert means == {"asgl": (0.02, 80.0), "asgl_sg": (0.005, 57.5)}
+    (front,) = ax.get_lines()
+    assert front.get_label() == "Pareto front (means)"
+    assert [round(float(v), 6) for v in front.get_xdata()] == [0.005, 0.02]  # neither mean dominates the other
+    assert plot.pareto_front([(1.0, 50.0), (2.0, 40.0), (2.0, 60.0), (3.0, 60.0), (0.5, 10.0)]) == [
+        (0.5, 10.0), (1.0, 50.0), (2.0, 60.0)]
+    for fig in figs.values():
+        plt.close(fig)

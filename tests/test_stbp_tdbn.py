@@ -16,6 +16,7 @@ from hydra.errors import InstantiationException
 from infra_utils import run_cmd
 from omegaconf import DictConfig, OmegaConf, open_dict
 from spikingjelly.activation_based import functional, layer
+from torch import nn
 
 from spikeforge.errors import ConfigError
 from spikeforge.layers import build_norm, norm_factory
@@ -262,6 +263,26 @@ def test_fold_sequential_on_a_model() -> None:
         assert not any(isinstance(m, ThresholdDependentBN) for m in net.modules())
         out = net(x)
     close(out, ref, atol=1e-9)
+
+
+
+def test_fold_sequential_across_an_average_pool_only() -> None:
+    """conv → average pool → norm folds (the affine map commutes with a mean); a max pool between stops it."""
+    torch.manual_seed(4)
+    for pool, folds in ((nn.AvgPool2d(2), True), (nn.AdaptiveAvgPool2d(1), True), (nn.MaxPool2d(2), False),
+                        (nn.AvgPool2d(3, padding=1), False)):  # zero padding counted in the mean
+        norm = nn.BatchNorm2d(4).to(F64)
+        with torch.no_grad():
+            norm.running_mean.uniform_(-1, 1)
+            norm.running_var.uniform_(0.5, 2)
+            norm.weight.uniform_(0.5, 1.5)
+            norm.bias.uniform_(-0.5, 0.5)
+        net = nn.Sequential(nn.Conv2d(3, 4, 3, bias=False), pool, norm).to(F64).eval()
+        x = torch.randn(2, 3, 8, 8, dtype=F64)
+        ref = net(x)
+        fold_sequential(net)
+        assert isinstance(net[2], nn.BatchNorm2d) != folds
+        close(net(x), ref, atol=1e-9)
 
 
 # ---- the method ---------------------------------------------------------------------------------

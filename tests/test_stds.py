@@ -247,7 +247,7 @@ def test_grad_r_step_in_the_module(opt_name: str) -> None:
         o.zero_grad()
         m.compute_loss(m(x), y).backward()
     before = [p.detach().clone() for p in thetas(ref_mod.net)]
-    bn_before = ref_mod.net.features[1].weight.detach().clone()
+    bn_before = ref_mod.net.features[2].weight.detach().clone()  # convnet: conv, pool, norm, neuron
     opt.step()
     ref_opt.step()
     prior = grad_r_adam if opt_name == "adam" else grad_r_sgd
@@ -255,8 +255,8 @@ def test_grad_r_step_in_the_module(opt_name: str) -> None:
         prior(p_ref.data, torch.sign(s), 0.01, 0.5)
     for p, p_ref in zip(thetas(mod.net), thetas(ref_mod.net)):
         torch.testing.assert_close(p.detach(), p_ref.detach(), **TOL)
-    torch.testing.assert_close(mod.net.features[1].weight.detach(), ref_mod.net.features[1].weight.detach(), **TOL)
-    assert not torch.equal(mod.net.features[1].weight.detach(), bn_before)  # BN keeps training
+    torch.testing.assert_close(mod.net.features[2].weight.detach(), ref_mod.net.features[2].weight.detach(), **TOL)
+    assert not torch.equal(mod.net.features[2].weight.detach(), bn_before)  # BN keeps training
     if opt_name == "adam":  # sign-preserving
         for p, s in zip(thetas(mod.net), before):
             assert bool(((torch.sign(p) == torch.sign(s)) | (p == 0)).all())

@@ -38,12 +38,15 @@ def test_short_run_writes_checkpoints_results_and_evaluates(make_cfg, tmp_path) 
     for key in ("val", "test", "epochs", "wall_time_s", "time_per_step_s", "peak_host_memory_bytes",
                 "mean_firing_rate", "firing_rate", "parameters", "seed", "git_commit", "best_val_acc1",
                 "synops_per_sample", "macs_per_sample", "energy_compute_mj_per_sample", "threads",
-                "saved_for_backward_peak_bytes", "peak_host_memory_scope", "inference_cost_per_layer"):
+                "saved_for_backward_peak_bytes", "peak_host_memory_scope", "inference_cost_per_layer",
+                "dense_ops_per_sample", "energy_model", "activation_sparsity", "connection_sparsity",
+                "footprint_bytes"):
         assert key in results, key
     assert results["saved_for_backward_peak_bytes"] > results["saved_for_backward_param_bytes"] > 0
     layers = {r["name"]: r for r in results["inference_cost_per_layer"]}
     assert layers["net.features.0"]["input"] == "real" and layers["net.features.0"]["macs_per_sample"] > 0
     assert results["macs_per_sample"] == pytest.approx(sum(r["macs_per_sample"] for r in layers.values()))
+    assert results["energy_model"] == {"e_mac_pj": 4.6, "e_ac_pj": 0.9, "preset": "fp32"}  # conf/train.yaml energy
     assert results["epochs"] == 2 and results["seed"] == 42
     assert 0 < results["mean_firing_rate"] < 1
     assert any(k.startswith("features.") for k in results["firing_rate"])  # per-layer rates
@@ -137,6 +140,10 @@ def test_default_run_reaches_95_percent(tmp_path, record_property) -> None:
     batches = math.ceil(len(dm.train_dataloader().dataset) / 64)  # the default batch size, last batch kept
     assert len(dm.train_dataloader()) == batches
     assert results["epochs"] == 10 and results["global_steps"] == 10 * batches
+    # convnet pools before its neurons: every synaptic layer behind the image-driven first takes spikes
+    first, *rest = results["inference_cost_per_layer"]
+    assert first["input"] == "real" and first["macs_per_sample"] > 0 and len(rest) == 3
+    assert all(r["input"] == "spikes" and r["synops_per_sample"] > 0 and r["macs_per_sample"] == 0 for r in rest)
 
 
 def test_wandb_logger_runs_offline_without_a_key(make_cfg, monkeypatch) -> None:

@@ -538,6 +538,13 @@ def validate(cfg: DictConfig) -> None:
             raise ConfigError(
                 f"reliability.nonfinite_loss must be 'stop' or 'skip' (got {rel.get('nonfinite_loss')!r})"
             )
+    if c.get("energy") is not None:
+        from spikeforge.utils.energy import energy_from_config
+
+        if not isinstance(c["energy"], (dict, str)):
+            raise ConfigError(f"energy must be a preset name or {{preset, e_mac_pj, e_ac_pj}} (got {c['energy']!r}); "
+                              "e.g. energy.preset=int8")
+        energy_from_config(c["energy"])
     resume = c.get("resume")
     if resume not in (None, False, "auto"):
         raise ConfigError(

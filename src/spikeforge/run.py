@@ -335,7 +335,9 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
     cost_of_inference: dict[str, Any] = {}
     if cfg.get("inference_cost", True) and trainer.is_global_zero:
         try:
-            cost_of_inference = batch_inference_cost(module, datamodule.val_dataloader())
+            energy = cfg.get("energy")
+            energy = OmegaConf.to_container(energy, resolve=True) if isinstance(energy, DictConfig) else energy
+            cost_of_inference = batch_inference_cost(module, datamodule.val_dataloader(), energy=energy)
         except Exception as e:  # an op the counter does not know must not lose the run
             log.warning("inference cost not measured: %s", e)
             cost_of_inference = {"inference_cost_error": f"{type(e).__name__}: {e}"}

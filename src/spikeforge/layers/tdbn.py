@@ -18,7 +18,6 @@ Single-step input ``[N, C, ...]`` is normalised over N·H·W.
 from __future__ import annotations
 
 import copy
-import itertools
 
 import torch
 from torch import nn
@@ -144,21 +143,39 @@ def fold(conv: nn.Module, norm: _BatchNorm) -> nn.Module:
     return folded
 
 
+_AVG_POOLS = (nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d)
+_ADAPTIVE_AVG_POOLS = (nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d)
+
+
+def _averages(m: nn.Module) -> bool:
+    """True for pools whose output is a mean of input values (weights summing to one), with which a
+    per-channel affine map commutes; zero padding counted in the mean, or a divisor override, breaks that."""
+    if isinstance(m, _ADAPTIVE_AVG_POOLS):
+        return True
+    if not isinstance(m, _AVG_POOLS) or getattr(m, "divisor_override", None) is not None:
+        return False
+    pads = m.padding if isinstance(m.padding, tuple) else (m.padding,)
+    return not m.count_include_pad or not any(pads)
+
+
 @torch.no_grad()
 def fold_sequential(model: nn.Module) -> nn.Module:
-    """Fold every (Conv/Linear, BN-type norm) pair adjacent in an ``nn.Sequential`` of ``model`` (in
-    place) and put an identity in the norm's slot; returns ``model``. Pairs outside a Sequential
-    (residual branches written as attributes) are left alone: fold them with :func:`fold`. Parametrised
-    weights (STDS) become the plain weights they compute first (:func:`plain_weights`)."""
+    """Fold every (Conv/Linear, BN-type norm) pair of an ``nn.Sequential`` of ``model`` (in place) — adjacent,
+    or with an average pool between them (``convnet``: conv → pool → norm; the norm's per-channel affine map
+    commutes with averaging) — and put an identity in the norm's slot; returns ``model``. Pairs outside a
+    Sequential (residual branches written as attributes) are left alone: fold them with :func:`fold`.
+    Parametrised weights (STDS) become the plain weights they compute first (:func:`plain_weights`)."""
     plain_weights(model)
     for seq in [m for m in model.modules() if isinstance(m, nn.Sequential)]:
         names = list(seq._modules)
-        for a, b in itertools.pairwise(names):
-            conv, norm = seq._modules[a], seq._modules[b]
+        for i, a in enumerate(names[:-1]):
+            conv = seq._modules[a]
+            j = i + 2 if i + 2 < len(names) and _averages(seq._modules[names[i + 1]]) else i + 1
+            norm = seq._modules[names[j]]
             if isinstance(conv, _ConvNd | nn.Linear) and isinstance(norm, _BatchNorm) and \
                     norm.track_running_stats and conv.weight.shape[0] == norm.num_features:
                 seq._modules[a] = fold(conv, norm)
-                seq._modules[b] = IdentityNorm(step_mode=getattr(norm, "step_mode", "m"))
+                seq._modules[names[j]] = IdentityNorm(step_mode=getattr(norm, "step_mode", "m"))
     return model
 
 

@@ -1,7 +1,12 @@
 """``convnet``: the small default network for the embedded digits data.
 
-Stages of conv3×3 (no bias) → norm → neuron → AvgPool2d(2), then an adaptive average pool to
-``pool_size``, flatten, dropout and a non-spiking Linear read out at every step.
+Stages of conv3×3 (no bias) → average pool → norm → neuron: AvgPool2d(2), and in the last stage an
+adaptive average pool to ``pool_size``; then flatten, dropout and a non-spiking Linear read out at every
+step. Pooling before the neuron (as spikingjelly's examples pool before firing, or max-pool spikes) means
+every synaptic layer after the first receives binary spikes, so its cost is accumulates
+(:mod:`spikeforge.utils.opcount`); the norm after the pool keeps the neurons' input at unit scale, and
+each neuron layer runs at the pooled resolution. In eval mode the norm folds into the conv across the
+pool (:func:`spikeforge.layers.tdbn.fold_sequential`), so the network still maps to NIR.
 """
 
 from __future__ import annotations
@@ -31,24 +36,23 @@ class ConvNet(nn.Module):
         super().__init__()
         blocks: list[nn.Module] = []
         c_in = in_channels
-        for c in channels:
+        for i, c in enumerate(channels):
+            last = i == len(channels) - 1
             blocks += [
                 layer.Conv2d(c_in, c, 3, padding=1, bias=False),
+                layer.AdaptiveAvgPool2d(pool_size) if last else layer.AvgPool2d(2),
                 norm(c),
                 neuron(num_features=c),
-                layer.AvgPool2d(2),
             ]
             c_in = c
         self.features = nn.Sequential(*blocks)
-        self.pool = layer.AdaptiveAvgPool2d(pool_size)
         self.flatten = layer.Flatten(1)
         # spikingjelly's Dropout shares its mask over T in multi-step mode.
         self.dropout = layer.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.classifier = layer.Linear(c_in * pool_size * pool_size, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.pool(self.features(x))
-        return self.classifier(self.dropout(self.flatten(x)))
+        return self.classifier(self.dropout(self.flatten(self.features(x))))
 
 
 @register_model("convnet")
