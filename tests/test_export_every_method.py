@@ -29,7 +29,7 @@ FILE = {"nir": "model.nir", "torchscript": "model.pt", "onnx": "model.onnx"}
 
 _SOFT = r"reset by subtraction \(v_reset=None\)"
 _DSR = r"reset by subtraction and a trainable threshold \(DSR\)"
-_NIR_NEURONS = (r"^NIR cannot express the {kind} neurons of this network \(features\.2, features\.6: {why}\); NIR's "
+_NIR_NEURONS = (r"^NIR cannot express the {kind} neurons of this network \(features\.3, features\.7: {why}\); NIR's "
                 r"IF/LIF reset to a fixed potential and emit unit spikes; nearest exportable: a hard-reset LIF/IF "
                 r"network \(method=bptt, stds, stbp_tdbn, or asgl with v_threshold 1\), or format=onnx, which "
                 r"keeps every neuron$")

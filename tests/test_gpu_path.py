@@ -37,7 +37,8 @@ def test_channels_last_model_gives_the_same_outputs_and_gradients(tmp_path: Path
         out = m(x)
         out.sum().backward()
         outs.append((out, [p.grad for p in m.net.parameters()]))
-    torch.testing.assert_close(outs[1][0], outs[0][0], rtol=1e-5, atol=1e-6)
+    # NHWC sums the pool and the norm's statistics in another order: outputs agree to a few float32 roundings
+    torch.testing.assert_close(outs[1][0], outs[0][0], rtol=1e-5, atol=5e-6)
     for g1, g0 in zip(outs[1][1], outs[0][1], strict=True):
         torch.testing.assert_close(g1, g0, rtol=1e-4, atol=1e-6)
 
