@@ -203,6 +203,8 @@ def _trained(method: str, *overrides: str, seed: int = 0, steps: int = 3,
     L.seed_everything(seed, verbose=False)
     dm, module = build_datamodule(cfg), build_module(cfg)
     # a bare Trainer (no logger, bar or checkpoints): this test is about counting, not the run set-up
+    # a bare Trainer to train a net for the counter (not a run): the run's defaults, progress bar included,
+    # are tested through src/train.py in test_train.py, test_resume.py and test_scaleout.py
     trainer = L.Trainer(max_steps=steps, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                         enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0)
     trainer.fit(module, datamodule=dm)

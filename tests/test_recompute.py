@@ -176,6 +176,8 @@ def _fit(method: str, memory: str, precision: str = "32-true", root: Path | None
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:  # type: ignore[no-untyped-def]
             losses.append(float(outputs["loss"]))
 
+    # a bare Trainer compares the arithmetic of the memory modes (no run); DDP and resume with the shipped
+    # defaults, progress bar on, are tested through src/train.py in test_scaleout.py and test_resume.py
     L.Trainer(max_steps=3, max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
               enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0, callbacks=[Record()],
               precision=precision, default_root_dir=root).fit(module, train_dataloaders=batches)

@@ -20,7 +20,7 @@ saved. Two pieces close the gap:
   while a checkpoint is written (see ``spikeforge.callbacks.collectives``).
 
 Lightning internals. The restart position (``fit_loop.epoch_loop.batch_progress``), the training loader
-and fetcher (``fit_loop._combined_loader``, ``fit_loop._data_fetcher``) and the epoch accumulators
+fetcher (``fit_loop._data_fetcher``, re-iterated after a mid-epoch restore) and the epoch accumulators
 (``fit_loop.epoch_loop._results``) are not public API, so the Lightning versions this was checked
 against are pinned (:data:`SUPPORTED_LIGHTNING`, ``pyproject.toml``); ``tests/test_resume.py`` fails
 with a clear message on any other version, and a run warns once. (Lightning's stateful-dataloader
@@ -44,6 +44,7 @@ import lightning as L
 import numpy as np
 import torch
 import torch.distributed as dist
+from lightning.pytorch.utilities import CombinedLoader
 from packaging.version import Version
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, SequentialSampler
 
@@ -167,10 +168,10 @@ def make_resumable(datamodule: L.LightningDataModule, seed: int) -> L.LightningD
 
 def find_resumable_sampler(trainer: L.Trainer) -> tuple[ResumableSampler | None, int]:
     """The training loader's :class:`ResumableSampler` and batch size, if there is one."""
-    loader = trainer.fit_loop._combined_loader
-    if loader is None:
+    loaders = trainer.train_dataloader  # public: the iterables of the fit loop's combined loader
+    if loaders is None:
         return None, 0
-    for dl in loader.flattened:
+    for dl in CombinedLoader(loaders).flattened:
         sampler = getattr(dl, "sampler", None)
         if isinstance(sampler, ResumableSampler):
             return sampler, int(dl.batch_size or 0)
